@@ -1,0 +1,71 @@
+//! The HTTP context: gathers the request, asks the engine, carries out the
+//! answer, or parks the request with the root until keys arrive.
+use super::apply::{apply, Next};
+use super::host;
+use super::state::{VmState, Waiter};
+use crate::engine::{decide, Decision, Request, Wait};
+use log::info;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Fast tick while requests wait, so a key set written by another worker
+/// is seen within milliseconds.
+pub const WAIT_TICK_MS: u64 = 20;
+
+pub struct Http {
+    pub id: u32,
+    pub state: Rc<RefCell<VmState>>,
+}
+
+impl Context for Http {}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        // A client that goes away while paused must not leave a waiter.
+        if let Ok(mut s) = self.state.try_borrow_mut() {
+            s.waiters.remove(&self.id);
+        }
+    }
+}
+
+fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> &'h [u8] {
+    headers.iter().find(|(k, _)| k == name).map_or(&[], |(_, v)| v.as_slice())
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Ok(mut state) = self.state.try_borrow_mut() else { return Action::Continue };
+        let verdict_header = state.verdict_header.clone();
+        // The verdict is ours alone: a client's copy never reaches upstream.
+        host::remove_request_header(&verdict_header);
+        let headers = host::request_headers();
+        let method = String::from_utf8_lossy(header(&headers, ":method")).into_owned();
+        let path = header(&headers, ":path").to_vec();
+        let now = host::now_ms();
+        state.now_ms = now;
+        let config = state.config.clone();
+        let req = Request { method: &method, path: &path, headers: &headers };
+        let decision = decide(&config, &*state, &req, (now / 1000) as i64, true);
+        if let Decision::Wait { provider, why } = decision {
+            let wait_ms = state.remote(provider).map_or(0, |r| r.initial_fetch_wait_ms);
+            if why == Wait::UnknownKid {
+                state.request_forced(provider);
+            }
+            info!("edge-jwt: request {} waits for keys of provider {} ({why:?})", self.id, provider);
+            state.waiters.insert(
+                self.id,
+                Waiter { provider, deadline_ms: now + wait_ms, method, path, headers },
+            );
+            drop(state);
+            host::set_tick_ms(WAIT_TICK_MS);
+            return Action::Pause;
+        }
+        drop(state);
+        match apply(&decision, &verdict_header) {
+            Next::Continue => Action::Continue,
+            Next::Stop => Action::Pause,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+"""End-to-end harness for edge-jwt: Envoy, JWKS server, echo upstream, issuer, JWT helpers."""
