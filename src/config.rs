@@ -40,6 +40,35 @@ struct RawConfig {
     rules: Vec<RawRule>,
     max_token_bytes: Option<usize>,
     realm: Option<String>,
+    bypass_cors_preflight: Option<bool>,
+    verdict_header: Option<String>,
+    reason_header: Option<String>,
+    audit_mode: Option<bool>,
+    jwt_or_session: Option<RawSession>,
+    revocation: Option<RawRevocation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    cookie: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevocation {
+    http_uri: RawHttpUri,
+    refresh_interval: Option<String>,
+    max_stale: Option<String>,
+    on_stale: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimToHeader {
+    header_name: String,
+    claim_name: String,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +90,9 @@ struct RawProvider {
     #[serde(default = "yes")]
     require_expiration: bool,
     max_lifetime_seconds: Option<u32>,
+    #[serde(default)]
+    claim_to_headers: Vec<RawClaimToHeader>,
+    forward_payload_header: Option<String>,
 }
 
 fn yes() -> bool {
@@ -168,6 +200,36 @@ pub struct Config {
     pub rules: Vec<Rule>,
     pub max_token_bytes: usize,
     pub realm: String,
+    pub bypass_cors_preflight: bool,
+    /// Request header carrying the verdict ("true"/"false").
+    pub verdict_header: String,
+    /// Request header carrying why the verdict is not "true".
+    pub reason_header: String,
+    /// Never deny; mark the verdict and reason for upstream and logs.
+    pub audit_mode: bool,
+    /// Migration step "JWT or session": a request with no token but with
+    /// this cookie passes, marked unverified.
+    pub session_cookie: Option<String>,
+    pub revocation: Option<Revocation>,
+    /// Every header the filter may set, stripped from each incoming request
+    /// so a client can never supply one.
+    pub owned_headers: Vec<String>,
+}
+
+/// The revocation list feed; fetched and shared like a JWKS source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Fetch policy, reusing the JWKS machinery (one source, fixed TTL).
+    pub remote: Remote,
+    /// When the list is stale past `max_stale`: deny (fail closed) or allow.
+    pub deny_when_stale: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHeader {
+    pub header: String,
+    /// Dotted path into the claims, e.g. `user_context.role`.
+    pub path: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +241,8 @@ pub struct Provider {
     /// `local_jwks`: the only keys, or bootstrap keys beside `remote_jwks`.
     pub local_keys: Option<Arc<KeySet>>,
     pub remote: Option<Remote>,
+    pub claim_to_headers: Vec<ClaimHeader>,
+    pub forward_payload_header: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,6 +452,21 @@ fn provider(name: &str, raw: &RawProvider) -> Result<Provider, ConfigError> {
     if raw.audiences.iter().any(String::is_empty) {
         return Err(err(format!("{at}.audiences"), "an audience is empty"));
     }
+    let mut claim_to_headers = Vec::new();
+    for (i, c) in raw.claim_to_headers.iter().enumerate() {
+        let at = format!("{at}.claim_to_headers[{i}]");
+        let header = header_name(&format!("{at}.header_name"), &c.header_name)?;
+        let path: Vec<String> = c.claim_name.split('.').map(str::to_string).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(err(format!("{at}.claim_name"), "is empty or has an empty segment"));
+        }
+        claim_to_headers.push(ClaimHeader { header, path });
+    }
+    let forward_payload_header = raw
+        .forward_payload_header
+        .as_deref()
+        .map(|h| header_name(&format!("{at}.forward_payload_header"), h))
+        .transpose()?;
     Ok(Provider {
         name: name.to_string(),
         claims: ClaimPolicy {
@@ -401,6 +480,56 @@ fn provider(name: &str, raw: &RawProvider) -> Result<Provider, ConfigError> {
         forward: raw.forward,
         local_keys,
         remote,
+        claim_to_headers,
+        forward_payload_header,
+    })
+}
+
+/// A lower-cased header name the filter may set: an HTTP token, not a
+/// pseudo-header, and not one that would break the request.
+fn header_name(at: &str, name: &str) -> Result<String, ConfigError> {
+    let n = name.trim().to_ascii_lowercase();
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if n.is_empty() || !n.chars().all(token) {
+        return Err(err(at, format!("{name:?} is not a valid header name")));
+    }
+    if matches!(n.as_str(), "host" | "content-length" | "transfer-encoding" | "connection" | "te" | "upgrade") {
+        return Err(err(at, format!("{name:?} may not be set by the filter")));
+    }
+    Ok(n)
+}
+
+fn revocation(raw: &RawRevocation) -> Result<Revocation, ConfigError> {
+    let at = "revocation";
+    let source = source(&format!("{at}.http_uri"), &raw.http_uri)?;
+    let refresh = duration(&format!("{at}.refresh_interval"), &raw.refresh_interval, 30_000)?;
+    if refresh == 0 {
+        return Err(err(format!("{at}.refresh_interval"), "must be greater than 0s"));
+    }
+    let deny_when_stale = match raw.on_stale.as_deref() {
+        None | Some("deny") => true,
+        Some("allow") => false,
+        Some(other) => return Err(err(format!("{at}.on_stale"), format!("{other:?} is not \"deny\" or \"allow\""))),
+    };
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(1 << 20);
+    if !(1024..=4 * 1024 * 1024).contains(&max_body_bytes) {
+        return Err(err(format!("{at}.max_body_bytes"), "must be between 1024 and 4194304"));
+    }
+    Ok(Revocation {
+        remote: Remote {
+            sources: vec![source],
+            cache_duration_ms: Some(refresh),
+            min_ttl_ms: refresh,
+            max_ttl_ms: refresh,
+            refetch_cooldown_ms: refresh,
+            max_stale_ms: duration(&format!("{at}.max_stale"), &raw.max_stale, 120_000)?,
+            max_body_bytes,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: refresh.max(1_000),
+            initial_fetch_wait_ms: 5_000,
+            keys_unavailable_status: 503,
+        },
+        deny_when_stale,
     })
 }
 
@@ -518,7 +647,45 @@ impl Config {
         if realm.contains(['"', '\\']) || realm.contains(|c: char| c.is_control()) {
             return Err(err("realm", "may not contain quotes, backslashes or control characters"));
         }
-        Ok(Config { providers, rules, max_token_bytes, realm })
+        let verdict_header = header_name("verdict_header", raw.verdict_header.as_deref().unwrap_or("x-jwt-verified"))?;
+        let reason_header = header_name("reason_header", raw.reason_header.as_deref().unwrap_or("x-jwt-reason"))?;
+        let session_cookie = match &raw.jwt_or_session {
+            None => None,
+            Some(s) if s.cookie.is_empty() || s.cookie.contains([';', '=', ' ']) => {
+                return Err(err("jwt_or_session.cookie", "must be a cookie name"));
+            }
+            Some(s) => Some(s.cookie.clone()),
+        };
+        let revocation = raw.revocation.as_ref().map(revocation).transpose()?;
+        let mut owned_headers = vec![verdict_header.clone(), reason_header.clone()];
+        for p in &providers {
+            owned_headers.extend(p.claim_to_headers.iter().map(|c| c.header.clone()));
+            owned_headers.extend(p.forward_payload_header.iter().cloned());
+        }
+        owned_headers.sort();
+        owned_headers.dedup();
+        for p in &providers {
+            for loc in &p.locations {
+                if let Location::Header { name, .. } = loc {
+                    if owned_headers.contains(name) {
+                        return Err(err(format!("providers.{}.from_headers", p.name), format!("{name:?} is also a header the filter sets")));
+                    }
+                }
+            }
+        }
+        Ok(Config {
+            providers,
+            rules,
+            max_token_bytes,
+            realm,
+            bypass_cors_preflight: raw.bypass_cors_preflight.unwrap_or(false),
+            verdict_header,
+            reason_header,
+            audit_mode: raw.audit_mode.unwrap_or(false),
+            session_cookie,
+            revocation,
+            owned_headers,
+        })
     }
 }
 

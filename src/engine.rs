@@ -4,6 +4,8 @@
 use crate::config::{Config, Rule};
 use crate::crypto::PublicKey;
 use crate::extract::{extract, ExtractError, Extracted, RequestParts};
+use crate::claim_headers;
+use crate::revocation::RevocationList;
 use crate::token::{self, KeyLookup, TokenError, Verified};
 use serde_json::Value;
 
@@ -20,6 +22,20 @@ pub trait KeyStore {
     fn keys(&self, provider: usize) -> KeyState<'_>;
     /// Whether an unknown `kid` may trigger a refetch now (cooldown).
     fn can_refetch(&self, provider: usize) -> bool;
+    /// The revocation list, when one is configured.
+    fn revocation(&self) -> RevocationState<'_> {
+        RevocationState::NotConfigured
+    }
+}
+
+pub enum RevocationState<'k> {
+    NotConfigured,
+    /// Fresh, or stale but within `max_stale`.
+    Usable(&'k RevocationList),
+    /// Never loaded yet: worth a short wait.
+    Loading,
+    /// Stale past `max_stale` (the last list, if any, for the allow policy).
+    TooStale(Option<&'k RevocationList>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +61,15 @@ pub enum Decision {
     NoRule,
     /// A rule with no requirement.
     Bypass,
-    Verified { provider: usize, verified: Verified, strip_headers: Vec<String> },
+    Verified { provider: usize, verified: Verified, payload_b64: String, strip_headers: Vec<String> },
     /// Optional JWT absent.
     MissingAllowed,
     /// `allow_missing_or_failed` let a bad token through, unverified.
     FailedAllowed { code: &'static str },
+    /// "JWT or session": no token, but the session cookie is there.
+    Session,
+    /// Audit mode: this would have been denied; it passes, marked.
+    Audited(Denial),
     Deny(Denial),
     /// Pause the request until keys change; then decide again.
     Wait { provider: usize, why: Wait },
@@ -147,6 +167,55 @@ pub fn has_scopes(claims: &serde_json::Map<String, Value>, required: &[String]) 
 /// Decides one request. `may_wait` is false once a paused request has used
 /// up its wait, so the answer is then final.
 pub fn decide(config: &Config, keys: &dyn KeyStore, req: &Request, now: i64, may_wait: bool) -> Decision {
+    match decide_strict(config, keys, req, now, may_wait) {
+        Decision::Deny(d) if config.audit_mode => Decision::Audited(d),
+        d => d,
+    }
+}
+
+fn is_cors_preflight(req: &Request) -> bool {
+    let has = |n: &str| req.headers.iter().any(|(k, v)| k == n && !v.is_empty());
+    req.method == "OPTIONS" && has("origin") && has("access-control-request-method")
+}
+
+fn has_cookie(req: &Request, name: &str) -> bool {
+    req.headers
+        .iter()
+        .filter(|(k, _)| k == "cookie")
+        .flat_map(|(_, v)| v.split(|&b| b == b';'))
+        .any(|pair| {
+            let pair = pair.trim_ascii();
+            let mut it = pair.splitn(2, |&b| b == b'=');
+            it.next() == Some(name.as_bytes()) && it.next().is_some_and(|v| !v.is_empty())
+        })
+}
+
+fn revoked(config: &Config, keys: &dyn KeyStore, verified: &Verified, may_wait: bool, p: usize) -> Option<Decision> {
+    let (list, fresh_enough) = match keys.revocation() {
+        RevocationState::NotConfigured => return None,
+        RevocationState::Usable(l) => (Some(l), true),
+        RevocationState::Loading if may_wait => return Some(Decision::Wait { provider: p, why: Wait::ColdStart }),
+        RevocationState::Loading => (None, false),
+        RevocationState::TooStale(l) => (l, false),
+    };
+    if !fresh_enough && config.revocation.as_ref().is_some_and(|r| r.deny_when_stale) {
+        return Some(Decision::Deny(Denial {
+            status: 503,
+            www_authenticate: None,
+            retry_after: Some(5),
+            body: "Revocation list is not available".into(),
+            code: "revocation_unavailable",
+        }));
+    }
+    // The "allow" policy still honours the last list it had.
+    list.filter(|l| l.revokes(&verified.claims))
+        .map(|_| Decision::Deny(deny_invalid(config, "Jwt has been revoked", "revoked")))
+}
+
+fn decide_strict(config: &Config, keys: &dyn KeyStore, req: &Request, now: i64, may_wait: bool) -> Decision {
+    if config.bypass_cors_preflight && is_cors_preflight(req) {
+        return Decision::Bypass;
+    }
     let Some(rule) = match_rule(config, req) else { return Decision::NoRule };
     let Some(requirement) = &rule.requires else { return Decision::Bypass };
     let parts = RequestParts { headers: req.headers, path: req.path };
@@ -171,11 +240,18 @@ pub fn decide(config: &Config, keys: &dyn KeyStore, req: &Request, now: i64, may
         };
         match token::verify(tok, config.max_token_bytes, &ring, &provider.claims, now) {
             Ok(verified) => {
+                if let Some(d) = revoked(config, keys, &verified, may_wait, p) {
+                    return d;
+                }
                 if !has_scopes(&verified.claims, &rule.required_scopes) {
                     return Decision::Deny(deny_scope(config, &rule.required_scopes));
                 }
                 let strip = if provider.forward { Vec::new() } else { headers };
-                return Decision::Verified { provider: p, verified, strip_headers: strip };
+                let payload_b64 = match &provider.forward_payload_header {
+                    Some(_) => payload_part(tok),
+                    None => String::new(),
+                };
+                return Decision::Verified { provider: p, verified, payload_b64, strip_headers: strip };
             }
             Err(TokenError::UnknownKid) if may_wait && provider.remote.is_some() && keys.can_refetch(p) => {
                 return Decision::Wait { provider: p, why: Wait::UnknownKid };
@@ -189,8 +265,65 @@ pub fn decide(config: &Config, keys: &dyn KeyStore, req: &Request, now: i64, may
         Some(d) if requirement.allow_failed => Decision::FailedAllowed { code: d.code },
         Some(d) => Decision::Deny(d),
         None if requirement.allow_missing => Decision::MissingAllowed,
+        None if config.session_cookie.as_deref().is_some_and(|c| has_cookie(req, c)) => Decision::Session,
         None => Decision::Deny(deny_missing(config)),
     }
+}
+
+/// The middle part of a verified token (checked to be base64url already).
+fn payload_part(token: &[u8]) -> String {
+    let mut parts = token.split(|&b| b == b'.');
+    let _ = parts.next();
+    parts.next().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default()
+}
+
+/// What a decision writes on the request going upstream: the verdict for
+/// filter state, and the headers to set. Every header in
+/// `config.owned_headers` is removed from the request before these are set.
+pub struct Marks {
+    /// Value of `custom.jwt_verified`, when the filter had a say.
+    pub verdict: Option<&'static str>,
+    pub headers: Vec<(String, String)>,
+}
+
+pub fn marks(config: &Config, decision: &Decision) -> Marks {
+    let mut headers = Vec::new();
+    let verdict = match decision {
+        Decision::NoRule | Decision::Bypass | Decision::Wait { .. } | Decision::Deny(_) => None,
+        Decision::Verified { provider, verified, payload_b64, .. } => {
+            if let Some(p) = config.providers.get(*provider) {
+                for c in &p.claim_to_headers {
+                    if let Some(v) = claim_headers::lookup(&verified.claims, &c.path).and_then(claim_headers::header_value) {
+                        headers.push((c.header.clone(), v));
+                    }
+                }
+                if let Some(h) = &p.forward_payload_header {
+                    headers.push((h.clone(), payload_b64.clone()));
+                }
+            }
+            Some("true")
+        }
+        Decision::MissingAllowed => {
+            headers.push((config.reason_header.clone(), "missing".into()));
+            Some("false")
+        }
+        Decision::FailedAllowed { code } => {
+            headers.push((config.reason_header.clone(), (*code).into()));
+            Some("false")
+        }
+        Decision::Session => {
+            headers.push((config.reason_header.clone(), "session".into()));
+            Some("false")
+        }
+        Decision::Audited(d) => {
+            headers.push((config.reason_header.clone(), d.code.into()));
+            Some("false")
+        }
+    };
+    if let Some(v) = verdict {
+        headers.insert(0, (config.verdict_header.clone(), v.into()));
+    }
+    Marks { verdict, headers }
 }
 
 fn deny_extract(config: &Config, e: ExtractError) -> Denial {
@@ -325,6 +458,110 @@ mod tests {
         assert_eq!(status(&run("/x", Some(&unknown), &k, false)), 401);
         let cooling = Keys { refetch: false, ..keys() };
         assert_eq!(status(&run("/x", Some(&unknown), &cooling, true)), 401);
+    }
+
+    fn config_with(extra: &str, provider_extra: &str) -> Config {
+        Config::from_json(format!(
+            r#"{{"providers":{{"p":{{"issuer":"iss","audiences":["api"],{provider_extra}
+                 "remote_jwks":{{"http_uri":{{"uri":"http://h/jwks","cluster":"c"}}}}}}}},
+               "rules":[{{"match":{{"prefix":"/"}},"requires":{{"provider_name":"p"}}}}]{extra}}}"#
+        ).as_bytes())
+        .expect("config")
+    }
+
+    fn run_with(c: &Config, keys: &dyn KeyStore, method: &str, headers: &[(&str, &str)]) -> Decision {
+        let hs: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+        decide(c, keys, &Request { method, path: b"/x", headers: &hs }, NOW, true)
+    }
+
+    #[test]
+    fn modes_cors_audit_session() {
+        let k = keys();
+        let cors = config_with(r#","bypass_cors_preflight":true"#, "");
+        let pre = [("origin", "https://a"), ("access-control-request-method", "GET")];
+        assert!(matches!(run_with(&cors, &k, "OPTIONS", &pre), Decision::Bypass));
+        assert!(matches!(run_with(&cors, &k, "OPTIONS", &pre[..1]), Decision::Deny(_)), "not a preflight");
+        assert!(matches!(run_with(&config(), &k, "OPTIONS", &pre), Decision::Deny(_)), "off by default");
+
+        let audit = config_with(r#","audit_mode":true"#, "");
+        let Decision::Audited(d) = run_with(&audit, &k, "GET", &[("authorization", "Bearer a.b.c")]) else { panic!("audited") };
+        assert_eq!(d.code, "bad_signature");
+        let m = marks(&audit, &Decision::Audited(d));
+        assert_eq!(m.verdict, Some("false"));
+        assert_eq!(m.headers, vec![("x-jwt-verified".into(), "false".into()), ("x-jwt-reason".into(), "bad_signature".into())]);
+
+        let session = config_with(r#","jwt_or_session":{"cookie":"sid"}"#, "");
+        assert!(matches!(run_with(&session, &k, "GET", &[("cookie", "a=1; sid=xyz")]), Decision::Session));
+        assert!(matches!(run_with(&session, &k, "GET", &[("cookie", "sid=")]), Decision::Deny(_)));
+        let bad = [("cookie", "sid=xyz"), ("authorization", "Bearer a.b.c")];
+        assert!(matches!(run_with(&session, &k, "GET", &bad), Decision::Deny(_)), "invalid JWT still refused");
+    }
+
+    #[test]
+    fn claim_headers_and_payload() {
+        let c = config_with("", r#""claim_to_headers":[{"header_name":"x-sub","claim_name":"sub"},{"header_name":"x-role","claim_name":"user_context.role"}],"forward_payload_header":"x-jwt-payload","#);
+        let t = sign(
+            &json!({"alg":"EdDSA","kid":"k1"}),
+            &json!({"iss":"iss","aud":"api","exp":NOW+60,"sub":"alice","user_context":{"role":"admin"}}),
+            &signing_key(1),
+        );
+        let d = run_with(&c, &keys(), "GET", &[("authorization", &format!("Bearer {t}"))]);
+        let m = marks(&c, &d);
+        let payload = t.split('.').nth(1).unwrap_or_default().to_string();
+        assert_eq!(m.verdict, Some("true"));
+        assert_eq!(
+            m.headers,
+            vec![
+                ("x-jwt-verified".into(), "true".into()),
+                ("x-sub".into(), "alice".into()),
+                ("x-role".into(), "admin".into()),
+                ("x-jwt-payload".into(), payload),
+            ]
+        );
+        for h in ["x-jwt-verified", "x-jwt-reason", "x-sub", "x-role", "x-jwt-payload"] {
+            assert!(c.owned_headers.iter().any(|o| o == h), "{h} is stripped from requests");
+        }
+    }
+
+    struct Revoking<'a> {
+        keys: Keys,
+        state: &'a dyn Fn() -> RevocationState<'static>,
+    }
+    impl KeyStore for Revoking<'_> {
+        fn keys(&self, p: usize) -> KeyState<'_> {
+            self.keys.keys(p)
+        }
+        fn can_refetch(&self, _: usize) -> bool {
+            false
+        }
+        fn revocation(&self) -> RevocationState<'_> {
+            (self.state)()
+        }
+    }
+
+    #[test]
+    fn revocation_policy() {
+        let list: &'static RevocationList =
+            Box::leak(Box::new(RevocationList::parse(br#"{"jti":["bad"],"sub":["mallory"]}"#, 1024).expect("list")));
+        let tok = |jti: &str, sub: &str| {
+            let t = sign(&json!({"alg":"EdDSA","kid":"k1"}), &json!({"iss":"iss","aud":"api","exp":NOW+60,"jti":jti,"sub":sub}), &signing_key(1));
+            format!("Bearer {t}")
+        };
+        let deny = config_with(r#","revocation":{"http_uri":{"uri":"http://r/list","cluster":"r"}}"#, "");
+        let allow = config_with(r#","revocation":{"http_uri":{"uri":"http://r/list","cluster":"r"},"on_stale":"allow"}"#, "");
+        let st = |c: &Config, state: &dyn Fn() -> RevocationState<'static>, t: &str| {
+            status(&run_with(c, &Revoking { keys: keys(), state }, "GET", &[("authorization", t)]))
+        };
+        let usable = || RevocationState::Usable(list);
+        assert_eq!(st(&deny, &usable, &tok("ok", "alice")), 200);
+        assert_eq!(st(&deny, &usable, &tok("bad", "alice")), 401);
+        assert_eq!(st(&deny, &usable, &tok("ok", "mallory")), 401);
+        let stale = || RevocationState::TooStale(Some(list));
+        assert_eq!(st(&deny, &stale, &tok("ok", "alice")), 503, "fail closed");
+        assert_eq!(st(&allow, &stale, &tok("ok", "alice")), 200, "fail open");
+        assert_eq!(st(&allow, &stale, &tok("bad", "alice")), 401, "still honours the last list");
+        let loading = || RevocationState::Loading;
+        assert_eq!(st(&deny, &loading, &tok("ok", "alice")), 0, "waits at cold start");
     }
 
     #[test]

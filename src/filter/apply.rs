@@ -2,9 +2,10 @@
 //! the HTTP context directly and by the root context when it resumes a
 //! paused request.
 use super::host;
-use crate::engine::{Decision, Denial};
+use crate::config::Config;
+use crate::engine::{marks, Decision, Denial};
 
-/// The verdict as written to the request: `true`, `false`, or a reason.
+/// Filter state name; Envoy exposes it as `wasm.custom.jwt_verified`.
 pub const VERDICT_PROPERTY: &str = "custom.jwt_verified";
 
 pub enum Next {
@@ -13,9 +14,12 @@ pub enum Next {
     Stop,
 }
 
-fn mark(verdict_header: &str, verdict: &str) {
-    host::set_property(&[VERDICT_PROPERTY], verdict.as_bytes());
-    host::set_request_header(verdict_header, verdict);
+/// Removes every header the filter may set, whatever the decision, so a
+/// client can never supply a verdict or a claim header.
+pub fn strip_owned(config: &Config) {
+    for h in &config.owned_headers {
+        host::remove_request_header(h);
+    }
 }
 
 pub fn deny(d: &Denial) {
@@ -23,37 +27,30 @@ pub fn deny(d: &Denial) {
     if let Some(w) = &d.www_authenticate {
         headers.push(("www-authenticate", w));
     }
-    let retry;
-    if let Some(r) = d.retry_after {
-        retry = r.to_string();
-        headers.push(("retry-after", &retry));
+    let retry = d.retry_after.map(|r| r.to_string());
+    if let Some(r) = &retry {
+        headers.push(("retry-after", r));
     }
     host::send_response(u32::from(d.status), &headers, d.body.as_bytes());
 }
 
-/// Applies a final decision (never `Wait`, which the caller handles).
-pub fn apply(decision: &Decision, verdict_header: &str) -> Next {
-    match decision {
-        Decision::NoRule | Decision::Bypass => Next::Continue,
-        Decision::Verified { strip_headers, .. } => {
-            for h in strip_headers {
-                host::remove_request_header(h);
-            }
-            mark(verdict_header, "true");
-            Next::Continue
-        }
-        Decision::MissingAllowed => {
-            mark(verdict_header, "false");
-            Next::Continue
-        }
-        Decision::FailedAllowed { .. } => {
-            mark(verdict_header, "false");
-            Next::Continue
-        }
-        Decision::Deny(d) => {
-            deny(d);
-            Next::Stop
-        }
-        Decision::Wait { .. } => Next::Continue,
+/// Applies a final decision (`Wait` is handled by the caller).
+pub fn apply(config: &Config, decision: &Decision) -> Next {
+    if let Decision::Deny(d) = decision {
+        deny(d);
+        return Next::Stop;
     }
+    if let Decision::Verified { strip_headers, .. } = decision {
+        for h in strip_headers {
+            host::remove_request_header(h);
+        }
+    }
+    let m = marks(config, decision);
+    if let Some(v) = m.verdict {
+        host::set_property(&[VERDICT_PROPERTY], v.as_bytes());
+    }
+    for (name, value) in &m.headers {
+        host::set_request_header(name, value);
+    }
+    Next::Continue
 }

@@ -1,10 +1,10 @@
 //! The HTTP context: gathers the request, asks the engine, carries out the
 //! answer, or parks the request with the root until keys arrive.
-use super::apply::{apply, Next};
+use super::apply::{apply, strip_owned, Next};
 use super::host;
 use super::state::{VmState, Waiter};
 use crate::engine::{decide, Decision, Request, Wait};
-use log::info;
+use log::{debug, info};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::cell::RefCell;
@@ -34,36 +34,43 @@ fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> &'h [u8] {
     headers.iter().find(|(k, _)| k == name).map_or(&[], |(_, v)| v.as_slice())
 }
 
+/// One log line per denial or audit mark, with the request's context and
+/// never the token.
+pub fn log_outcome(id: u32, method: &str, path: &[u8], decision: &Decision) {
+    let path = String::from_utf8_lossy(path.split(|&b| b == b'?').next().unwrap_or_default()).into_owned();
+    match decision {
+        Decision::Deny(d) => debug!("edge-jwt: request {id} {method} {path}: {} {}", d.status, d.code),
+        Decision::Audited(d) => info!("edge-jwt: audit: request {id} {method} {path} would get {} {}", d.status, d.code),
+        _ => {}
+    }
+}
+
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let Ok(mut state) = self.state.try_borrow_mut() else { return Action::Continue };
-        let verdict_header = state.verdict_header.clone();
-        // The verdict is ours alone: a client's copy never reaches upstream.
-        host::remove_request_header(&verdict_header);
+        let config = state.config.clone();
+        strip_owned(&config);
         let headers = host::request_headers();
         let method = String::from_utf8_lossy(header(&headers, ":method")).into_owned();
         let path = header(&headers, ":path").to_vec();
         let now = host::now_ms();
         state.now_ms = now;
-        let config = state.config.clone();
         let req = Request { method: &method, path: &path, headers: &headers };
         let decision = decide(&config, &*state, &req, (now / 1000) as i64, true);
         if let Decision::Wait { provider, why } = decision {
-            let wait_ms = state.remote(provider).map_or(0, |r| r.initial_fetch_wait_ms);
             if why == Wait::UnknownKid {
                 state.request_forced(provider);
             }
-            info!("edge-jwt: request {} waits for keys of provider {} ({why:?})", self.id, provider);
-            state.waiters.insert(
-                self.id,
-                Waiter { provider, deadline_ms: now + wait_ms, method, path, headers },
-            );
+            let deadline_ms = now + state.wait_ms(provider);
+            debug!("edge-jwt: request {} waits for keys ({why:?})", self.id);
+            state.waiters.insert(self.id, Waiter { deadline_ms, method, path, headers });
             drop(state);
             host::set_tick_ms(WAIT_TICK_MS);
             return Action::Pause;
         }
         drop(state);
-        match apply(&decision, &verdict_header) {
+        log_outcome(self.id, &method, &path, &decision);
+        match apply(&config, &decision) {
             Next::Continue => Action::Continue,
             Next::Stop => Action::Pause,
         }

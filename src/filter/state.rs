@@ -1,29 +1,79 @@
 //! Per-VM state shared by the root context and the HTTP contexts of one
-//! worker: the compiled config, this VM's parsed view of the shared JWKS
-//! cache, and the requests paused waiting for keys.
+//! worker: the compiled config, this VM's parsed view of the shared feeds
+//! (JWKS sources and the revocation list), and requests paused for keys.
 use super::host;
 use crate::cache::{self, Control, Entry, Freshness};
 use crate::config::{Config, Remote};
-use crate::engine::{KeyState, KeyStore, Ring};
+use crate::engine::{KeyState, KeyStore, RevocationState, Ring};
 use crate::jwks::KeySet;
+use crate::revocation::RevocationList;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-/// One JWKS source (one `http_uri`) as this VM sees it.
-pub struct SourceView {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FeedKind {
+    Jwks { provider: usize, source: usize },
+    Revocation,
+}
+
+pub enum Parsed {
+    Keys(Rc<KeySet>),
+    Revoked(Rc<RevocationList>),
+}
+
+/// One fetched document (a JWKS source or the revocation list) as this VM
+/// sees it.
+pub struct Feed {
+    pub kind: FeedKind,
+    pub remote: Rc<Remote>,
     pub entry_key: String,
     pub control_key: String,
     /// CAS of the entry we parsed; a new CAS means a new version.
     pub cas: Option<u32>,
     pub entry: Option<Entry>,
-    pub keys: Option<Rc<KeySet>>,
-    /// Whether this VM has logged the source as failing (log once per change).
+    pub parsed: Option<Parsed>,
+    /// Whether this VM has logged the feed as failing (once per change).
     pub logged_failing: bool,
+}
+
+impl Feed {
+    pub fn name(&self) -> String {
+        let uri = self.remote.sources.first().map(|s| s.uri.as_str()).unwrap_or_default();
+        match self.kind {
+            FeedKind::Jwks { .. } => format!("JWKS {uri}"),
+            FeedKind::Revocation => format!("revocation list {uri}"),
+        }
+    }
+
+    pub fn source(&self) -> Option<&crate::config::Source> {
+        match self.kind {
+            FeedKind::Jwks { source, .. } => self.remote.sources.get(source),
+            FeedKind::Revocation => self.remote.sources.first(),
+        }
+    }
+
+    /// Parses a body of this feed's kind; the error says why it is unusable.
+    pub fn parse(&self, body: &[u8]) -> Result<Parsed, String> {
+        match self.kind {
+            FeedKind::Jwks { .. } => KeySet::parse(body, self.remote.max_body_bytes)
+                .map(|k| Parsed::Keys(Rc::new(k)))
+                .map_err(|e| e.to_string()),
+            FeedKind::Revocation => RevocationList::parse(body, self.remote.max_body_bytes)
+                .map(|l| Parsed::Revoked(Rc::new(l)))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn keys(&self) -> Option<(&Entry, &KeySet)> {
+        match (&self.entry, &self.parsed) {
+            (Some(e), Some(Parsed::Keys(k))) => Some((e, k)),
+            _ => None,
+        }
+    }
 }
 
 /// A request paused until keys arrive (cold start or unknown `kid`).
 pub struct Waiter {
-    pub provider: usize,
     pub deadline_ms: u64,
     pub method: String,
     pub path: Vec<u8>,
@@ -32,15 +82,14 @@ pub struct Waiter {
 
 pub struct VmState {
     pub config: Rc<Config>,
-    pub sources: Vec<Vec<SourceView>>,
+    pub feeds: Vec<Feed>,
     pub waiters: BTreeMap<u32, Waiter>,
     /// Set before each decision so `KeyStore` sees one clock.
     pub now_ms: u64,
     pub rng: host::Rng,
     pub holder_id: u64,
-    /// Which source each in-flight callout is for.
-    pub calls: BTreeMap<u32, (usize, usize)>,
-    pub verdict_header: String,
+    /// Which feed each in-flight callout is for.
+    pub calls: BTreeMap<u32, usize>,
 }
 
 /// Shared-data keys carry the plugin name: Istio never sets `vm_id`, so two
@@ -52,89 +101,84 @@ pub fn key_prefix(plugin_name: &str) -> String {
 impl VmState {
     pub fn new(config: Config, plugin_name: &str, seed: u64) -> VmState {
         let prefix = key_prefix(plugin_name);
-        let sources = config
-            .providers
-            .iter()
-            .map(|p| {
-                p.remote
-                    .iter()
-                    .flat_map(|r| r.sources.iter().enumerate())
-                    .map(|(i, _)| SourceView {
-                        entry_key: format!("{prefix}{}/{i}/jwks", p.name),
-                        control_key: format!("{prefix}{}/{i}/control", p.name),
-                        cas: None,
-                        entry: None,
-                        keys: None,
-                        logged_failing: false,
-                    })
-                    .collect()
+        let mut feeds = Vec::new();
+        let mut add = |kind, remote: &Rc<Remote>, stem: String| {
+            feeds.push(Feed {
+                kind,
+                remote: remote.clone(),
+                entry_key: format!("{prefix}{stem}/data"),
+                control_key: format!("{prefix}{stem}/control"),
+                cas: None,
+                entry: None,
+                parsed: None,
+                logged_failing: false,
             })
-            .collect();
+        };
+        for (p, provider) in config.providers.iter().enumerate() {
+            if let Some(remote) = &provider.remote {
+                let remote = Rc::new(remote.clone());
+                for s in 0..remote.sources.len() {
+                    add(FeedKind::Jwks { provider: p, source: s }, &remote, format!("jwks/{}/{s}", provider.name));
+                }
+            }
+        }
+        if let Some(r) = &config.revocation {
+            add(FeedKind::Revocation, &Rc::new(r.remote.clone()), "revocation".into());
+        }
         let mut rng = host::Rng::new(seed);
         let holder_id = rng.next();
         VmState {
             config: Rc::new(config),
-            sources,
+            feeds,
             waiters: BTreeMap::new(),
             now_ms: 0,
             rng,
             holder_id,
             calls: BTreeMap::new(),
-            verdict_header: "x-jwt-verified".into(),
         }
     }
 
-    pub fn remote(&self, provider: usize) -> Option<&Remote> {
-        self.config.providers.get(provider).and_then(|p| p.remote.as_ref())
-    }
-
-    /// Reads the shared entry of one source; parses it only when its CAS
-    /// changed, so each VM parses each version once.
-    pub fn sync_source(&mut self, p: usize, s: usize) {
-        let Some(view) = self.sources.get_mut(p).and_then(|v| v.get_mut(s)) else { return };
-        let (raw, cas) = host::shared_get(&view.entry_key);
-        if cas == view.cas {
+    /// Reads one feed's shared entry; parses it only when its CAS changed,
+    /// so each VM parses each version once.
+    pub fn sync(&mut self, f: usize) {
+        let Some(feed) = self.feeds.get_mut(f) else { return };
+        let (raw, cas) = host::shared_get(&feed.entry_key);
+        if cas == feed.cas {
             return;
         }
-        view.cas = cas;
+        feed.cas = cas;
         let Some(entry) = raw.as_deref().and_then(Entry::decode) else { return };
-        // The body was validated before it was stored; a parse failure here
-        // keeps the previous keys rather than dropping them.
-        if let Ok(set) = KeySet::parse(&entry.body, usize::MAX) {
-            view.keys = Some(Rc::new(set));
-            view.entry = Some(entry);
+        // The body was validated before it was stored; should it fail here
+        // the previous version stays in use rather than nothing.
+        if let Ok(parsed) = feed.parse(&entry.body) {
+            feed.parsed = Some(parsed);
+            feed.entry = Some(entry);
         }
     }
 
-    pub fn sync_provider(&mut self, p: usize) {
-        let n = self.sources.get(p).map_or(0, Vec::len);
-        for s in 0..n {
-            self.sync_source(p, s);
+    pub fn sync_all(&mut self) {
+        for f in 0..self.feeds.len() {
+            self.sync(f);
         }
     }
 
-    pub fn control(&self, p: usize, s: usize) -> (Control, Option<u32>) {
-        let Some(view) = self.sources.get(p).and_then(|v| v.get(s)) else {
-            return (Control::default(), None);
-        };
-        let (raw, cas) = host::shared_get(&view.control_key);
-        (raw.as_deref().and_then(Control::decode).unwrap_or_default(), cas)
+    pub fn control(&self, f: usize) -> Control {
+        self.feeds
+            .get(f)
+            .and_then(|feed| host::shared_get(&feed.control_key).0)
+            .and_then(|raw| Control::decode(&raw))
+            .unwrap_or_default()
     }
 
-    /// Updates a source's control record by CAS, retrying a few times when
-    /// another VM wrote in between. Returns the record written.
-    pub fn update_control(
-        &self,
-        p: usize,
-        s: usize,
-        f: impl Fn(&Control) -> Option<Control>,
-    ) -> Option<Control> {
-        let key = &self.sources.get(p)?.get(s)?.control_key;
+    /// Updates a feed's control record by CAS, retrying when another VM
+    /// wrote in between. Returns the record written.
+    pub fn update_control(&self, f: usize, mut change: impl FnMut(&Control) -> Option<Control>) -> Option<Control> {
+        let key = &self.feeds.get(f)?.control_key;
         for _ in 0..4 {
             let (raw, cas) = host::shared_get(key);
             let current = raw.as_deref().and_then(Control::decode).unwrap_or_default();
-            let next = f(&current)?;
-            // A missing record is created with CAS 0 semantics (no CAS).
+            let next = change(&current)?;
+            // CAS 0 creates a missing record only if it is still missing.
             if host::shared_set(key, &next.encode(), cas.or(Some(0))) {
                 return Some(next);
             }
@@ -142,13 +186,27 @@ impl VmState {
         None
     }
 
+    fn jwks_feeds(&self, p: usize) -> impl Iterator<Item = (usize, &Feed)> {
+        self.feeds
+            .iter()
+            .enumerate()
+            .filter(move |(_, f)| matches!(f.kind, FeedKind::Jwks { provider, .. } if provider == p))
+    }
+
     /// Asks for a forced refetch of every source of `p` (unknown `kid`).
     pub fn request_forced(&self, p: usize) {
-        let Some(remote) = self.remote(p).cloned() else { return };
         let now = self.now_ms;
-        for s in 0..remote.sources.len() {
-            self.update_control(p, s, |c| cache::want_forced(c, &remote, now));
+        let ids: Vec<usize> = self.jwks_feeds(p).map(|(i, _)| i).collect();
+        for f in ids {
+            let Some(remote) = self.feeds.get(f).map(|x| x.remote.clone()) else { continue };
+            self.update_control(f, |c| cache::want_forced(c, &remote, now));
         }
+    }
+
+    pub fn wait_ms(&self, p: usize) -> u64 {
+        let jwks = self.config.providers.get(p).and_then(|x| x.remote.as_ref()).map(|r| r.initial_fetch_wait_ms);
+        let revocation = self.config.revocation.as_ref().map(|r| r.remote.initial_fetch_wait_ms);
+        jwks.or(revocation).unwrap_or(0)
     }
 }
 
@@ -157,13 +215,11 @@ impl KeyStore for VmState {
         let Some(provider) = self.config.providers.get(p) else { return KeyState::Unavailable };
         let mut ring = Ring { sets: Vec::new() };
         let mut ever_fetched = false;
-        if let (Some(remote), Some(views)) = (&provider.remote, self.sources.get(p)) {
-            for v in views {
-                if let (Some(entry), Some(keys)) = (&v.entry, &v.keys) {
-                    ever_fetched = true;
-                    if cache::freshness(entry, remote, self.now_ms) != Freshness::Expired {
-                        ring.sets.push(keys);
-                    }
+        for (_, feed) in self.jwks_feeds(p) {
+            if let Some((entry, keys)) = feed.keys() {
+                ever_fetched = true;
+                if cache::freshness(entry, &feed.remote, self.now_ms) != Freshness::Expired {
+                    ring.sets.push(keys);
                 }
             }
         }
@@ -185,10 +241,27 @@ impl KeyStore for VmState {
     }
 
     fn can_refetch(&self, p: usize) -> bool {
-        let Some(remote) = self.remote(p) else { return false };
-        (0..remote.sources.len()).any(|s| {
-            let (c, _) = self.control(p, s);
-            c.leased(self.now_ms) || c.may_force(remote, self.now_ms)
+        self.jwks_feeds(p).any(|(f, feed)| {
+            let c = self.control(f);
+            c.leased(self.now_ms) || c.may_force(&feed.remote, self.now_ms)
         })
+    }
+
+    fn revocation(&self) -> RevocationState<'_> {
+        let Some((idx, feed)) = self.feeds.iter().enumerate().find(|(_, f)| f.kind == FeedKind::Revocation) else {
+            return RevocationState::NotConfigured;
+        };
+        match (&feed.entry, &feed.parsed) {
+            (Some(e), Some(Parsed::Revoked(l))) => {
+                if cache::freshness(e, &feed.remote, self.now_ms) == Freshness::Expired {
+                    RevocationState::TooStale(Some(l))
+                } else {
+                    RevocationState::Usable(l)
+                }
+            }
+            // Never loaded: worth waiting for, until a fetch has failed.
+            _ if self.control(idx).failures > 0 => RevocationState::TooStale(None),
+            _ => RevocationState::Loading,
+        }
     }
 }
