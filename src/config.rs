@@ -46,6 +46,13 @@ struct RawConfig {
     audit_mode: Option<bool>,
     jwt_or_session: Option<RawSession>,
     revocation: Option<RawRevocation>,
+    jwt_cache_config: Option<RawJwtCache>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwtCache {
+    jwt_cache_size: usize,
 }
 
 #[derive(Deserialize)]
@@ -214,7 +221,11 @@ pub struct Config {
     /// Every header the filter may set, stripped from each incoming request
     /// so a client can never supply one.
     pub owned_headers: Vec<String>,
+    /// Verified tokens remembered per VM (0 disables the cache).
+    pub jwt_cache_size: usize,
 }
+
+pub const DEFAULT_JWT_CACHE_SIZE: usize = 1000;
 
 /// The revocation list feed; fetched and shared like a JWKS source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -657,6 +668,10 @@ impl Config {
             Some(s) => Some(s.cookie.clone()),
         };
         let revocation = raw.revocation.as_ref().map(revocation).transpose()?;
+        let jwt_cache_size = raw.jwt_cache_config.as_ref().map_or(DEFAULT_JWT_CACHE_SIZE, |c| c.jwt_cache_size);
+        if jwt_cache_size > 100_000 {
+            return Err(err("jwt_cache_config.jwt_cache_size", "must be at most 100000"));
+        }
         let mut owned_headers = vec![verdict_header.clone(), reason_header.clone()];
         for p in &providers {
             owned_headers.extend(p.claim_to_headers.iter().map(|c| c.header.clone()));
@@ -685,6 +700,7 @@ impl Config {
             session_cookie,
             revocation,
             owned_headers,
+            jwt_cache_size,
         })
     }
 }

@@ -6,7 +6,10 @@ use crate::crypto::PublicKey;
 use crate::extract::{extract, ExtractError, Extracted, RequestParts};
 use crate::claim_headers;
 use crate::revocation::RevocationList;
+use crate::config::Provider;
 use crate::token::{self, KeyLookup, TokenError, Verified};
+use crate::token_cache::{self, CachedToken, TokenCache};
+use std::rc::Rc;
 use serde_json::Value;
 
 /// What the key store can say about one provider right now.
@@ -61,7 +64,14 @@ pub enum Decision {
     NoRule,
     /// A rule with no requirement.
     Bypass,
-    Verified { provider: usize, verified: Verified, payload_b64: String, strip_headers: Vec<String> },
+    Verified {
+        provider: usize,
+        verified: Rc<Verified>,
+        payload_b64: String,
+        strip_headers: Vec<String>,
+        /// Answered from the verified-token cache.
+        cached: bool,
+    },
     /// Optional JWT absent.
     MissingAllowed,
     /// `allow_missing_or_failed` let a bad token through, unverified.
@@ -166,8 +176,15 @@ pub fn has_scopes(claims: &serde_json::Map<String, Value>, required: &[String]) 
 
 /// Decides one request. `may_wait` is false once a paused request has used
 /// up its wait, so the answer is then final.
-pub fn decide(config: &Config, keys: &dyn KeyStore, req: &Request, now: i64, may_wait: bool) -> Decision {
-    match decide_strict(config, keys, req, now, may_wait) {
+pub fn decide(
+    config: &Config,
+    keys: &dyn KeyStore,
+    req: &Request,
+    now: i64,
+    may_wait: bool,
+    cache: &mut TokenCache,
+) -> Decision {
+    match decide_strict(config, keys, req, now, may_wait, cache) {
         Decision::Deny(d) if config.audit_mode => Decision::Audited(d),
         d => d,
     }
@@ -212,7 +229,55 @@ fn revoked(config: &Config, keys: &dyn KeyStore, verified: &Verified, may_wait: 
         .map(|_| Decision::Deny(deny_invalid(config, "Jwt has been revoked", "revoked")))
 }
 
-fn decide_strict(config: &Config, keys: &dyn KeyStore, req: &Request, now: i64, may_wait: bool) -> Decision {
+/// Verifies with the cache in front: a hit still re-checks the time
+/// claims and that its key is in the current set; anything else is a full
+/// verification whose success is remembered.
+fn verify_cached(
+    config: &Config,
+    p: usize,
+    provider: &Provider,
+    tok: &[u8],
+    ring: &Ring,
+    now: i64,
+    cache: &mut TokenCache,
+) -> Result<(Rc<Verified>, bool), TokenError> {
+    let h = cache.enabled().then(|| token_cache::hash(tok));
+    if let Some(hit) = h.as_ref().and_then(|h| cache.get(h)) {
+        let current = match &hit.kid {
+            Some(kid) => ring.by_kid(kid),
+            None => ring.sole_key(),
+        };
+        if hit.provider == p && current.map(|k| k.as_bytes()) == Some(&hit.key) {
+            let verified = hit.verified.clone();
+            cache.hits += 1;
+            provider.claims.check(&verified.claims, now)?;
+            return Ok((verified, true));
+        }
+    }
+    if let Some(h) = &h {
+        cache.remove(h);
+        cache.misses += 1;
+    }
+    let parsed = token::parse(tok, config.max_token_bytes)?;
+    let key = parsed.verify_signature(ring)?;
+    let claims = parsed.claims()?;
+    let exp = provider.claims.check(&claims, now)?;
+    let verified = Rc::new(Verified { claims, exp });
+    if let Some(h) = h {
+        let entry = CachedToken { provider: p, verified: verified.clone(), kid: parsed.kid.clone(), key: *key.as_bytes() };
+        cache.insert(h, entry);
+    }
+    Ok((verified, false))
+}
+
+fn decide_strict(
+    config: &Config,
+    keys: &dyn KeyStore,
+    req: &Request,
+    now: i64,
+    may_wait: bool,
+    cache: &mut TokenCache,
+) -> Decision {
     if config.bypass_cors_preflight && is_cors_preflight(req) {
         return Decision::Bypass;
     }
@@ -238,8 +303,8 @@ fn decide_strict(config: &Config, keys: &dyn KeyStore, req: &Request, now: i64, 
                 continue;
             }
         };
-        match token::verify(tok, config.max_token_bytes, &ring, &provider.claims, now) {
-            Ok(verified) => {
+        match verify_cached(config, p, provider, tok, &ring, now, cache) {
+            Ok((verified, cached)) => {
                 if let Some(d) = revoked(config, keys, &verified, may_wait, p) {
                     return d;
                 }
@@ -251,7 +316,7 @@ fn decide_strict(config: &Config, keys: &dyn KeyStore, req: &Request, now: i64, 
                     Some(_) => payload_part(tok),
                     None => String::new(),
                 };
-                return Decision::Verified { provider: p, verified, payload_b64, strip_headers: strip };
+                return Decision::Verified { provider: p, verified, payload_b64, strip_headers: strip, cached };
             }
             Err(TokenError::UnknownKid) if may_wait && provider.remote.is_some() && keys.can_refetch(p) => {
                 return Decision::Wait { provider: p, why: Wait::UnknownKid };
@@ -412,7 +477,7 @@ mod tests {
     fn run(path: &str, auth: Option<&str>, keys: &Keys, may_wait: bool) -> Decision {
         let headers: Vec<(String, Vec<u8>)> =
             auth.map(|a| vec![("authorization".to_string(), a.as_bytes().to_vec())]).unwrap_or_default();
-        decide(&config(), keys, &Request { method: "GET", path: path.as_bytes(), headers: &headers }, NOW, may_wait)
+        decide(&config(), keys, &Request { method: "GET", path: path.as_bytes(), headers: &headers }, NOW, may_wait, &mut TokenCache::new(0))
     }
 
     fn status(d: &Decision) -> u16 {
@@ -471,7 +536,7 @@ mod tests {
 
     fn run_with(c: &Config, keys: &dyn KeyStore, method: &str, headers: &[(&str, &str)]) -> Decision {
         let hs: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
-        decide(c, keys, &Request { method, path: b"/x", headers: &hs }, NOW, true)
+        decide(c, keys, &Request { method, path: b"/x", headers: &hs }, NOW, true, &mut TokenCache::new(0))
     }
 
     #[test]
@@ -562,6 +627,41 @@ mod tests {
         assert_eq!(st(&allow, &stale, &tok("bad", "alice")), 401, "still honours the last list");
         let loading = || RevocationState::Loading;
         assert_eq!(st(&deny, &loading, &tok("ok", "alice")), 0, "waits at cold start");
+    }
+
+    #[test]
+    fn token_cache_never_skips_what_can_change() {
+        let c = config();
+        let mut cache = TokenCache::new(16);
+        let t = sign(&json!({"alg":"EdDSA","kid":"k1"}), &json!({"iss":"iss","aud":"api","exp":NOW+60}), &signing_key(1));
+        let hs = vec![("authorization".to_string(), format!("Bearer {t}").into_bytes())];
+        let req = Request { method: "GET", path: b"/x", headers: &hs };
+        let go = |keys: &Keys, now: i64, cache: &mut TokenCache| decide(&c, keys, &req, now, false, cache);
+        let k = keys();
+        assert!(matches!(go(&k, NOW, &mut cache), Decision::Verified { cached: false, .. }));
+        assert!(matches!(go(&k, NOW, &mut cache), Decision::Verified { cached: true, .. }));
+        assert_eq!((cache.hits, cache.misses), (1, 1));
+        // Time moves on: the hit re-checks exp.
+        assert_eq!(status(&go(&k, NOW + 3600, &mut cache)), 401);
+        // The key leaves the key set: the hit is not used.
+        let rotated = Keys {
+            set: Some(KeySet::parse(
+                format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"k2","x":"{}"}}]}}"#, x_of(&signing_key(2))).as_bytes(),
+                1 << 16,
+            ).expect("jwks")),
+            refetch: false,
+        };
+        assert_eq!(status(&go(&rotated, NOW, &mut cache)), 401);
+        // Same kid, different key bytes: not used either.
+        let swapped = Keys {
+            set: Some(KeySet::parse(
+                format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"{}"}}]}}"#, x_of(&signing_key(2))).as_bytes(),
+                1 << 16,
+            ).expect("jwks")),
+            refetch: false,
+        };
+        assert!(matches!(go(&k, NOW, &mut cache), Decision::Verified { .. }));
+        assert_eq!(status(&go(&swapped, NOW, &mut cache)), 401);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod json;
 pub mod jwks;
 pub mod revocation;
 pub mod token;
+pub mod token_cache;
 
 // Compiled for wasm, and type-checked by clippy on any target.
 #[cfg(any(target_arch = "wasm32", clippy))]

@@ -150,17 +150,23 @@ pub trait KeyLookup {
 }
 
 impl<'t> Parsed<'t> {
-    /// Step 5 and 6: choose the key, then strict Ed25519.
-    pub fn verify_signature(&self, keys: &dyn KeyLookup) -> Result<(), TokenError> {
+    /// Step 5: the key named by `kid`, or the only key when there is no
+    /// `kid`. A named `kid` never falls back to another key.
+    pub fn select_key<'k>(&self, keys: &'k dyn KeyLookup) -> Result<&'k PublicKey, TokenError> {
         if keys.is_empty() {
             return Err(TokenError::NoKeys);
         }
-        let key = match &self.kid {
-            Some(kid) => keys.by_kid(kid).ok_or(TokenError::UnknownKid)?,
-            None => keys.sole_key().ok_or(TokenError::KidRequired)?,
-        };
+        match &self.kid {
+            Some(kid) => keys.by_kid(kid).ok_or(TokenError::UnknownKid),
+            None => keys.sole_key().ok_or(TokenError::KidRequired),
+        }
+    }
+
+    /// Steps 5 and 6: choose the key, then strict Ed25519. Returns the key.
+    pub fn verify_signature<'k>(&self, keys: &'k dyn KeyLookup) -> Result<&'k PublicKey, TokenError> {
+        let key = self.select_key(keys)?;
         if key.verify(self.signing_input, &self.signature) {
-            Ok(())
+            Ok(key)
         } else {
             Err(TokenError::BadSignature)
         }

@@ -2,6 +2,7 @@
 //! answer, or parks the request with the root until keys arrive.
 use super::apply::{apply, strip_owned, Next};
 use super::host;
+use super::metrics::Metrics;
 use super::state::{VmState, Waiter};
 use crate::engine::{decide, Decision, Request, Wait};
 use log::{debug, info};
@@ -34,6 +35,31 @@ fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> &'h [u8] {
     headers.iter().find(|(k, _)| k == name).map_or(&[], |(_, v)| v.as_slice())
 }
 
+/// Counts a final decision (a `Wait` is counted where it is parked).
+pub fn count(m: &mut Metrics, decision: &Decision, cache_on: bool) {
+    match decision {
+        Decision::NoRule | Decision::Bypass => m.inc("bypassed"),
+        Decision::Verified { cached, .. } => {
+            m.inc("allowed");
+            if cache_on {
+                m.inc(if *cached { "jwt_cache_hit" } else { "jwt_cache_miss" });
+            }
+        }
+        Decision::MissingAllowed => m.inc("allowed_missing"),
+        Decision::FailedAllowed { .. } => m.inc("allowed_failed"),
+        Decision::Session => m.inc("allowed_session"),
+        Decision::Audited(d) => {
+            m.inc("audit_would_deny");
+            m.inc(&format!("audit_would_deny.{}", d.code));
+        }
+        Decision::Deny(d) => {
+            m.inc("denied");
+            m.inc(&format!("denied.{}", d.code));
+        }
+        Decision::Wait { .. } => {}
+    }
+}
+
 /// One log line per denial or audit mark, with the request's context and
 /// never the token.
 pub fn log_outcome(id: u32, method: &str, path: &[u8], decision: &Decision) {
@@ -53,12 +79,22 @@ impl HttpContext for Http {
         let headers = host::request_headers();
         let method = String::from_utf8_lossy(header(&headers, ":method")).into_owned();
         let path = header(&headers, ":path").to_vec();
-        let now = host::now_ms();
+        let started = host::now_nanos();
+        let now = started / 1_000_000;
         state.now_ms = now;
         let req = Request { method: &method, path: &path, headers: &headers };
-        let decision = decide(&config, &*state, &req, (now / 1000) as i64, true);
+        let mut cache = std::mem::take(&mut state.cache);
+        let decision = decide(&config, &*state, &req, (now / 1000) as i64, true, &mut cache);
+        let cache_on = cache.enabled();
+        state.cache = cache;
+        if !matches!(decision, Decision::NoRule | Decision::Bypass) {
+            let spent_us = host::now_nanos().saturating_sub(started) / 1000;
+            state.metrics.histogram("verify_us", spent_us);
+        }
         if let Decision::Wait { provider, why } = decision {
+            state.metrics.inc("paused");
             if why == Wait::UnknownKid {
+                state.metrics.inc("unknown_kid_refetch");
                 state.request_forced(provider);
             }
             let deadline_ms = now + state.wait_ms(provider);
@@ -68,6 +104,7 @@ impl HttpContext for Http {
             host::set_tick_ms(WAIT_TICK_MS);
             return Action::Pause;
         }
+        count(&mut state.metrics, &decision, cache_on);
         drop(state);
         log_outcome(self.id, &method, &path, &decision);
         match apply(&config, &decision) {

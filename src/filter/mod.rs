@@ -2,6 +2,7 @@
 mod apply;
 mod host;
 mod http;
+mod metrics;
 mod root;
 mod state;
 

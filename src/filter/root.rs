@@ -4,7 +4,8 @@
 //! were paused while keys were loading.
 use super::apply::{apply, Next};
 use super::host;
-use super::http::{log_outcome, Http, WAIT_TICK_MS};
+use super::http::{count, log_outcome, Http, WAIT_TICK_MS};
+use super::state::FeedKind;
 use super::state::{key_prefix, Parsed, VmState};
 use crate::cache::{self, Due, Entry};
 use crate::config::Config;
@@ -91,6 +92,7 @@ impl Root {
         let now = host::now_ms();
         s.now_ms = now;
         s.sync_all();
+        s.record_gauges();
         for f in 0..s.feeds.len() {
             let Some(feed) = s.feeds.get(f) else { continue };
             let (remote, expires) = (feed.remote.clone(), feed.entry.as_ref().map(|e| e.expires_at_ms));
@@ -123,6 +125,7 @@ impl Root {
                     s.calls.insert(token, f);
                 }
                 Err(status) => {
+                    count_fetch(&mut s, f, false);
                     let r = s.rng.next();
                     s.update_control(f, |c| Some(cache::after_failure(c, &remote, now, r)));
                     fetch_failed(&mut s, f, &format!("callout to cluster {:?} refused: {status:?}", source.cluster));
@@ -144,15 +147,25 @@ impl Root {
             s.sync_all();
             let config = s.config.clone();
             let mut ready = Vec::new();
+            let mut cache = std::mem::take(&mut s.cache);
             let ids: Vec<u32> = s.waiters.keys().copied().collect();
             for id in ids {
                 let Some(w) = s.waiters.get(&id) else { continue };
                 let req = Request { method: &w.method, path: &w.path, headers: &w.headers };
-                let d = decide(&config, &*s, &req, (now / 1000) as i64, now < w.deadline_ms);
+                let may_wait = now < w.deadline_ms;
+                let d = decide(&config, &*s, &req, (now / 1000) as i64, may_wait, &mut cache);
                 if !matches!(d, Decision::Wait { .. }) {
                     log_outcome(id, &w.method, &w.path, &d);
-                    s.waiters.remove(&id);
                     ready.push((id, d));
+                }
+            }
+            let cache_on = cache.enabled();
+            s.cache = cache;
+            for (id, d) in &ready {
+                s.waiters.remove(id);
+                count(&mut s.metrics, d, cache_on);
+                if !matches!(d, Decision::Verified { .. }) {
+                    s.metrics.inc("paused_then_refused");
                 }
             }
             (ready, config)
@@ -176,8 +189,12 @@ impl Root {
             let now = host::now_ms();
             s.now_ms = now;
             match read_response(&s, f, body_size) {
-                Ok((parsed, body)) => stored(&mut s, f, now, parsed, body),
+                Ok((parsed, body)) => {
+                    count_fetch(&mut s, f, true);
+                    stored(&mut s, f, now, parsed, body);
+                }
                 Err(why) => {
+                    count_fetch(&mut s, f, false);
                     if let Some(remote) = s.feeds.get(f).map(|x| x.remote.clone()) {
                         let r = s.rng.next();
                         s.update_control(f, |c| Some(cache::after_failure(c, &remote, now, r)));
@@ -244,6 +261,17 @@ fn stored(s: &mut VmState, f: usize, now: u64, parsed: Parsed, body: Vec<u8>) {
         feed.logged_failing = false;
     }
     s.sync(f);
+}
+
+fn count_fetch(s: &mut VmState, f: usize, ok: bool) {
+    let kind = s.feeds.get(f).map(|x| x.kind);
+    let name = match (kind, ok) {
+        (Some(FeedKind::Revocation), true) => "revocation_fetch_success",
+        (Some(FeedKind::Revocation), false) => "revocation_fetch_failed",
+        (_, true) => "jwks_fetch_success",
+        (_, false) => "jwks_fetch_failed",
+    };
+    s.metrics.inc(name);
 }
 
 /// Logs a failing feed once per state change, not once per attempt.

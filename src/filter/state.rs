@@ -7,6 +7,8 @@ use crate::config::{Config, Remote};
 use crate::engine::{KeyState, KeyStore, RevocationState, Ring};
 use crate::jwks::KeySet;
 use crate::revocation::RevocationList;
+use crate::token_cache::TokenCache;
+use super::metrics::Metrics;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -90,6 +92,8 @@ pub struct VmState {
     pub holder_id: u64,
     /// Which feed each in-flight callout is for.
     pub calls: BTreeMap<u32, usize>,
+    pub cache: TokenCache,
+    pub metrics: Metrics,
 }
 
 /// Shared-data keys carry the plugin name: Istio never sets `vm_id`, so two
@@ -127,6 +131,7 @@ impl VmState {
         }
         let mut rng = host::Rng::new(seed);
         let holder_id = rng.next();
+        let cache = TokenCache::new(config.jwt_cache_size);
         VmState {
             config: Rc::new(config),
             feeds,
@@ -135,6 +140,8 @@ impl VmState {
             rng,
             holder_id,
             calls: BTreeMap::new(),
+            cache,
+            metrics: Metrics::new(plugin_name),
         }
     }
 
@@ -200,6 +207,40 @@ impl VmState {
         for f in ids {
             let Some(remote) = self.feeds.get(f).map(|x| x.remote.clone()) else { continue };
             self.update_control(f, |c| cache::want_forced(c, &remote, now));
+        }
+    }
+
+    /// Gauges every VM writes on its tick; all read the same shared data,
+    /// so the last writer's values are everyone's.
+    pub fn record_gauges(&mut self) {
+        let now = self.now_ms;
+        let mut jwks_age = 0;
+        let mut stale = 0;
+        let mut revocation_age = None;
+        for f in &self.feeds {
+            let Some(e) = &f.entry else { continue };
+            let age = now.saturating_sub(e.fetched_at_ms) / 1000;
+            match f.kind {
+                FeedKind::Jwks { .. } => {
+                    jwks_age = jwks_age.max(age);
+                    if cache::freshness(e, &f.remote, now) != Freshness::Fresh {
+                        stale = 1;
+                    }
+                }
+                FeedKind::Revocation => revocation_age = Some(age),
+            }
+        }
+        let keys: usize = (0..self.config.providers.len())
+            .map(|p| match self.keys(p) {
+                KeyState::Ready(r) => r.sets.iter().map(|s| s.keys.len()).sum(),
+                _ => 0,
+            })
+            .sum();
+        self.metrics.gauge("jwks_age_seconds", jwks_age);
+        self.metrics.gauge("keys_loaded", keys as u64);
+        self.metrics.gauge("stale", stale);
+        if let Some(a) = revocation_age {
+            self.metrics.gauge("revocation_age_seconds", a);
         }
     }
 
