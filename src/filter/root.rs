@@ -95,7 +95,7 @@ impl Root {
         s.record_gauges();
         for f in 0..s.feeds.len() {
             let Some(feed) = s.feeds.get(f) else { continue };
-            let (remote, expires) = (feed.remote.clone(), feed.entry.as_ref().map(|e| e.expires_at_ms));
+            let expires = feed.entry.as_ref().map(|e| e.expires_at_ms);
             let Some(source) = feed.source().cloned() else { continue };
             if cache::due(expires, &s.control(f), now).is_none() {
                 continue;
@@ -125,10 +125,7 @@ impl Root {
                     s.calls.insert(token, f);
                 }
                 Err(status) => {
-                    count_fetch(&mut s, f, false);
-                    let r = s.rng.next();
-                    s.update_control(f, |c| Some(cache::after_failure(c, &remote, now, r)));
-                    fetch_failed(&mut s, f, &format!("callout to cluster {:?} refused: {status:?}", source.cluster));
+                    fetch_failed(&mut s, f, now, &format!("callout to cluster {:?} refused: {status:?}", source.cluster));
                 }
             }
         }
@@ -193,14 +190,7 @@ impl Root {
                     count_fetch(&mut s, f, true);
                     stored(&mut s, f, now, parsed, body);
                 }
-                Err(why) => {
-                    count_fetch(&mut s, f, false);
-                    if let Some(remote) = s.feeds.get(f).map(|x| x.remote.clone()) {
-                        let r = s.rng.next();
-                        s.update_control(f, |c| Some(cache::after_failure(c, &remote, now, r)));
-                    }
-                    fetch_failed(&mut s, f, &why);
-                }
+                Err(why) => fetch_failed(&mut s, f, now, &why),
             }
         }
         self.finish_waiters(&state);
@@ -257,9 +247,6 @@ fn stored(s: &mut VmState, f: usize, now: u64, parsed: Parsed, body: Vec<u8>) {
         let recovered = if before.failures > 0 { " (recovered)" } else { "" };
         info!("edge-jwt: {} loaded{recovered}: {what}, ttl {}s", feed.name(), ttl / 1000);
     }
-    if let Some(feed) = s.feeds.get_mut(f) {
-        feed.logged_failing = false;
-    }
     s.sync(f);
 }
 
@@ -274,11 +261,17 @@ fn count_fetch(s: &mut VmState, f: usize, ok: bool) {
     s.metrics.inc(name);
 }
 
-/// Logs a failing feed once per state change, not once per attempt.
-fn fetch_failed(s: &mut VmState, f: usize, why: &str) {
-    let Some(feed) = s.feeds.get_mut(f) else { return };
-    if !feed.logged_failing {
-        feed.logged_failing = true;
+/// Records a failed fetch in the shared record (backoff) and logs it once
+/// per state change: only the VM that turns the feed from healthy to
+/// failing logs, whichever worker that is.
+fn fetch_failed(s: &mut VmState, f: usize, now: u64, why: &str) {
+    count_fetch(s, f, false);
+    let Some(feed) = s.feeds.get(f) else { return };
+    let remote = feed.remote.clone();
+    let r = s.rng.next();
+    let written = s.update_control(f, |c| Some(cache::after_failure(c, &remote, now, r)));
+    if written.is_some_and(|c| c.failures == 1) {
+        let Some(feed) = s.feeds.get(f) else { return };
         let kept = if feed.parsed.is_some() { "keeping the last good copy" } else { "nothing loaded yet" };
         warn!("edge-jwt: fetch of {} failed: {why}; {kept}; retrying with backoff", feed.name());
     }

@@ -34,8 +34,6 @@ pub struct Feed {
     pub cas: Option<u32>,
     pub entry: Option<Entry>,
     pub parsed: Option<Parsed>,
-    /// Whether this VM has logged the feed as failing (once per change).
-    pub logged_failing: bool,
 }
 
 impl Feed {
@@ -115,7 +113,6 @@ impl VmState {
                 cas: None,
                 entry: None,
                 parsed: None,
-                logged_failing: false,
             })
         };
         for (p, provider) in config.providers.iter().enumerate() {
