@@ -35,6 +35,10 @@ fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> &'h [u8] {
     headers.iter().find(|(k, _)| k == name).map_or(&[], |(_, v)| v.as_slice())
 }
 
+fn unknown_kid(d: &Decision) -> bool {
+    matches!(d, Decision::Deny(x) | Decision::Audited(x) if x.code == "unknown_kid")
+}
+
 /// Counts a final decision (a `Wait` is counted where it is parked).
 pub fn count(m: &mut Metrics, decision: &Decision, cache_on: bool) {
     match decision {
@@ -84,7 +88,14 @@ impl HttpContext for Http {
         state.now_ms = now;
         let req = Request { method: &method, path: &path, headers: &headers };
         let mut cache = std::mem::take(&mut state.cache);
-        let decision = decide(&config, &*state, &req, (now / 1000) as i64, true, &mut cache);
+        let mut decision = decide(&config, &*state, &req, (now / 1000) as i64, true, &mut cache);
+        // This VM's copy of the keys may trail another worker's refetch by up
+        // to a tick: before refusing an unknown kid, look at shared data once
+        // (only a changed entry is parsed) and decide again.
+        if unknown_kid(&decision) {
+            state.sync_all();
+            decision = decide(&config, &*state, &req, (now / 1000) as i64, true, &mut cache);
+        }
         let cache_on = cache.enabled();
         state.cache = cache;
         if !matches!(decision, Decision::NoRule | Decision::Bypass) {

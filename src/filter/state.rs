@@ -38,7 +38,7 @@ pub struct Feed {
 
 impl Feed {
     pub fn name(&self) -> String {
-        let uri = self.remote.sources.first().map(|s| s.uri.as_str()).unwrap_or_default();
+        let uri = self.source().map(|s| s.uri.as_str()).unwrap_or_default();
         match self.kind {
             FeedKind::Jwks { .. } => format!("JWKS {uri}"),
             FeedKind::Revocation => format!("revocation list {uri}"),

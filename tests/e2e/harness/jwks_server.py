@@ -19,6 +19,7 @@ class Hit:
     at: float  # time.monotonic() when the request arrived
     path: str
     headers: dict[str, str] = field(default_factory=dict)
+    client: str = ""  # "host:port" of the connection the request came on
 
 
 def oversized_body(jwks: dict, size: int = ONE_MIB) -> bytes:
@@ -38,8 +39,14 @@ def oversized_body(jwks: dict, size: int = ONE_MIB) -> bytes:
 class _JwksHandler(QuietHandler):
     def handle_any(self) -> None:
         owner: JwksServer = self.server.owner
+        if owner.mode == "refuse":
+            # Down means down: a keep-alive connection accepted before refuse() is dropped
+            # unanswered and uncounted (it used to get a 500 "unknown mode refuse").
+            self.close_connection = True
+            return
         self.read_body()
-        owner._hit(self.path, {k.lower(): v for k, v in self.headers.items()})
+        owner._hit(self.path, {k.lower(): v for k, v in self.headers.items()},
+                   "%s:%s" % self.client_address[:2])
         mode = owner.mode
         extra = dict(owner.headers)
         if owner.path is not None and self.path.split("?")[0] != owner.path:
@@ -81,7 +88,8 @@ class JwksServer:
     """Controllable JWKS endpoint on 127.0.0.1.
 
     Set `jwks`, `mode` (see MODES), `delay_seconds`, `status_code`, `headers`, or call
-    `set_mode(...)`. `refuse()` closes the listening socket (connects are refused) and
+    `set_mode(...)`. `refuse()` closes the listening socket (connects are refused; requests
+    on connections accepted earlier are dropped unanswered and not counted) and
     `resume()` re-binds the same port. `count`, `hits`, `reset_count()` for single-flight tests.
     """
 
@@ -162,9 +170,9 @@ class JwksServer:
         return f"http://{LOOPBACK}:{self.port}{self.path or '/.well-known/jwks.json'}"
 
     # -- counting --------------------------------------------------------------
-    def _hit(self, path: str, headers: dict[str, str]) -> None:
+    def _hit(self, path: str, headers: dict[str, str], client: str = "") -> None:
         with self._lock:
-            self._hits.append(Hit(time.monotonic(), path, headers))
+            self._hits.append(Hit(time.monotonic(), path, headers, client))
 
     @property
     def count(self) -> int:
