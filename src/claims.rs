@@ -37,6 +37,8 @@ pub enum ClaimError {
     /// A date claim that is not a non-negative, sane NumericDate.
     BadDate(&'static str),
     LifetimeTooLong,
+    /// A registered claim of the wrong JSON type (RFC 7519 §4.1).
+    BadType(&'static str),
     MissingIssuer,
     IssuerMismatch,
     MissingAudience,
@@ -53,6 +55,7 @@ impl ClaimError {
             ClaimError::IssuedInFuture => "iat_future",
             ClaimError::BadDate(_) => "bad_date",
             ClaimError::LifetimeTooLong => "lifetime_too_long",
+            ClaimError::BadType(_) => "bad_claim",
             ClaimError::MissingIssuer | ClaimError::IssuerMismatch => "issuer",
             ClaimError::MissingAudience | ClaimError::AudienceMismatch => "audience",
         }
@@ -68,6 +71,7 @@ impl fmt::Display for ClaimError {
             ClaimError::IssuedInFuture => f.write_str("Jwt issued in the future"),
             ClaimError::BadDate(c) => write!(f, "Jwt {c} is not a valid NumericDate"),
             ClaimError::LifetimeTooLong => f.write_str("Jwt lifetime exceeds the maximum"),
+            ClaimError::BadType(c) => write!(f, "Jwt {c} has the wrong type"),
             ClaimError::MissingIssuer => f.write_str("Jwt has no iss"),
             ClaimError::IssuerMismatch => f.write_str("Jwt issuer is not configured"),
             ClaimError::MissingAudience => f.write_str("Jwt has no aud"),
@@ -105,6 +109,17 @@ impl ClaimPolicy {
     /// Checks the time claims, issuer and audience. `now` is Unix seconds.
     /// Returns the token's `exp`, if any, so callers can bound caches by it.
     pub fn check(&self, claims: &Map<String, Value>, now: i64) -> Result<Option<i64>, ClaimError> {
+        // StringOrURI claims must be strings; `aud` a string or strings.
+        for name in ["iss", "sub", "jti"] {
+            if claims.get(name).is_some_and(|v| !v.is_string()) {
+                return Err(ClaimError::BadType(name));
+            }
+        }
+        match claims.get("aud") {
+            None | Some(Value::String(_)) => {}
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
+            Some(_) => return Err(ClaimError::BadType("aud")),
+        }
         let skew = self.clock_skew_seconds;
         let exp = numeric_date(claims, "exp")?;
         let nbf = numeric_date(claims, "nbf")?;
@@ -197,12 +212,15 @@ mod tests {
             ("aud many", vec![("aud", json!(["x", "web"]))], Ok(())),
             ("aud empty array", vec![("aud", json!([]))], Err(AudienceMismatch)),
             ("aud wrong", vec![("aud", json!(["apix"]))], Err(AudienceMismatch)),
-            ("aud number", vec![("aud", json!(1))], Err(AudienceMismatch)),
+            ("aud number", vec![("aud", json!(1))], Err(BadType("aud"))),
+            ("aud mixed array", vec![("aud", json!(["api", 1]))], Err(BadType("aud"))),
+            ("sub number", vec![("sub", json!(7))], Err(BadType("sub"))),
+            ("jti object", vec![("jti", json!({}))], Err(BadType("jti"))),
             ("aud missing", vec![("aud", Value::Null)], Err(MissingAudience)),
             ("iss prefix", vec![("iss", json!("https://issuer.ex"))], Err(IssuerMismatch)),
             ("iss superstring", vec![("iss", json!("https://issuer.example.evil"))], Err(IssuerMismatch)),
             ("iss missing", vec![("iss", Value::Null)], Err(MissingIssuer)),
-            ("iss array", vec![("iss", json!(["https://issuer.example"]))], Err(IssuerMismatch)),
+            ("iss array", vec![("iss", json!(["https://issuer.example"]))], Err(BadType("iss"))),
             ("exp missing", vec![("exp", Value::Null)], Err(MissingExp)),
             ("expired beyond skew", vec![("exp", json!(NOW - 61))], Err(Expired)),
             ("expired within skew", vec![("exp", json!(NOW - 60))], Ok(())),
