@@ -108,18 +108,23 @@ pub struct Control {
     /// Set by any VM that saw an unknown `kid`; the next lease holder
     /// fetches even if the entry is fresh.
     pub forced_wanted: bool,
+    /// The fetch under the current lease was forced. The cooldown starts
+    /// when it completes, so a slow fetch cannot be followed at once by
+    /// another one, and requests parked for it get their answer.
+    pub forced_in_flight: bool,
 }
 
 impl Control {
     pub fn encode(&self) -> Vec<u8> {
         format!(
-            "C1 {} {} {} {} {} {}",
+            "C1 {} {} {} {} {} {} {}",
             self.lease_until_ms,
             self.lease_holder,
             self.failures,
             self.next_attempt_ms,
             self.last_forced_ms,
-            u8::from(self.forced_wanted)
+            u8::from(self.forced_wanted),
+            u8::from(self.forced_in_flight)
         )
         .into_bytes()
     }
@@ -137,6 +142,7 @@ impl Control {
             next_attempt_ms: f.next()?.parse().ok()?,
             last_forced_ms: f.next()?.parse().ok()?,
             forced_wanted: f.next()? == "1",
+            forced_in_flight: f.next()? == "1",
         })
     }
 
@@ -144,9 +150,12 @@ impl Control {
         self.lease_until_ms > now
     }
 
-    /// Whether an unknown `kid` may ask for a refetch now.
+    /// Whether a request with an unknown `kid` may wait for a refetch: one
+    /// is asked for, under way, or allowed by the cooldown.
     pub fn may_force(&self, remote: &Remote, now: u64) -> bool {
-        self.forced_wanted || now >= self.last_forced_ms.saturating_add(remote.refetch_cooldown_ms)
+        self.forced_wanted
+            || (self.forced_in_flight && self.leased(now))
+            || now >= self.last_forced_ms.saturating_add(remote.refetch_cooldown_ms)
     }
 }
 
@@ -179,29 +188,37 @@ pub fn take_lease(control: &Control, holder: u64, now: u64, timeout_ms: u64, due
     c.lease_holder = holder;
     if due == Due::Forced {
         c.forced_wanted = false;
+        c.forced_in_flight = true;
         c.last_forced_ms = now;
     }
     c
 }
 
-pub fn after_success(control: &Control) -> Control {
-    Control { lease_until_ms: 0, lease_holder: 0, failures: 0, next_attempt_ms: 0, ..control.clone() }
+/// Ends the lease; a forced fetch starts its cooldown now that it is done.
+fn end_lease(control: &Control, now: u64) -> Control {
+    let mut c = control.clone();
+    c.lease_until_ms = 0;
+    c.lease_holder = 0;
+    if c.forced_in_flight {
+        c.forced_in_flight = false;
+        c.last_forced_ms = now;
+    }
+    c
+}
+
+pub fn after_success(control: &Control, now: u64) -> Control {
+    Control { failures: 0, next_attempt_ms: 0, ..end_lease(control, now) }
 }
 
 pub fn after_failure(control: &Control, remote: &Remote, now: u64, rand: u64) -> Control {
     let failures = control.failures.saturating_add(1);
-    Control {
-        lease_until_ms: 0,
-        lease_holder: 0,
-        failures,
-        next_attempt_ms: now + backoff_ms(remote, failures, rand),
-        ..control.clone()
-    }
+    Control { failures, next_attempt_ms: now + backoff_ms(remote, failures, rand), ..end_lease(control, now) }
 }
 
-/// A request for a forced refetch (unknown `kid`), if the cooldown allows.
+/// A request for a forced refetch (unknown `kid`), if none is asked for or
+/// under way and the cooldown allows.
 pub fn want_forced(control: &Control, remote: &Remote, now: u64) -> Option<Control> {
-    if control.forced_wanted || !control.may_force(remote, now) {
+    if control.forced_wanted || control.forced_in_flight || now < control.last_forced_ms.saturating_add(remote.refetch_cooldown_ms) {
         return None;
     }
     Some(Control { forced_wanted: true, ..control.clone() })
@@ -294,7 +311,7 @@ mod tests {
     fn records_round_trip() {
         let e = Entry { fetched_at_ms: 1, expires_at_ms: 2, source: 3, body: b"{\"keys\":[]}\n".to_vec() };
         assert_eq!(Entry::decode(&e.encode()), Some(e));
-        let c = Control { lease_until_ms: 9, lease_holder: 7, failures: 2, next_attempt_ms: 5, last_forced_ms: 4, forced_wanted: true };
+        let c = Control { lease_until_ms: 9, lease_holder: 7, failures: 2, next_attempt_ms: 5, last_forced_ms: 4, forced_wanted: true, forced_in_flight: true };
         assert_eq!(Control::decode(&c.encode()), Some(c));
         assert_eq!(Entry::decode(b"garbage"), None);
         assert_eq!(Control::decode(b"C1 1 2"), None);
@@ -316,7 +333,7 @@ mod tests {
         assert_eq!(failed.failures, 1);
         assert_eq!(due(None, &failed, now + 10), None, "backing off");
         assert_eq!(due(None, &failed, failed.next_attempt_ms), Some(Due::Initial));
-        let ok = after_success(&failed);
+        let ok = after_success(&failed, now);
         assert_eq!((ok.failures, ok.next_attempt_ms, ok.lease_until_ms), (0, 0, 0));
     }
 
@@ -329,9 +346,16 @@ mod tests {
         assert_eq!(want_forced(&wanted, &r, now), None, "already asked");
         assert_eq!(due(Some(now + 60_000), &wanted, now), Some(Due::Forced));
         let leased = take_lease(&wanted, 1, now, 2_000, Due::Forced);
-        let done = after_success(&leased);
-        assert_eq!(want_forced(&done, &r, now + 29_999), None, "cooldown");
-        assert!(want_forced(&done, &r, now + 30_000).is_some());
+        assert!(leased.may_force(&r, now + 1_000), "requests may wait for the fetch under way");
+        assert_eq!(want_forced(&leased, &r, now + 1_000), None, "no second forced fetch while one runs");
+        // A slow fetch: the cooldown runs from its end, and parked requests
+        // stop waiting once it is done.
+        let done = after_success(&leased, now + 1_500);
+        assert!(!done.may_force(&r, now + 1_600));
+        assert_eq!(want_forced(&done, &r, now + 31_499), None, "cooldown");
+        assert!(want_forced(&done, &r, now + 31_500).is_some());
+        let failed = after_failure(&leased, &r, now + 1_500, 0);
+        assert!(!failed.may_force(&r, now + 1_600), "a failed forced fetch also ends the wait");
     }
 
     #[test]

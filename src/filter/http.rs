@@ -35,8 +35,8 @@ fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> &'h [u8] {
     headers.iter().find(|(k, _)| k == name).map_or(&[], |(_, v)| v.as_slice())
 }
 
-fn unknown_kid(d: &Decision) -> bool {
-    matches!(d, Decision::Deny(x) | Decision::Audited(x) if x.code == "unknown_kid")
+fn for_want_of_keys(d: &Decision) -> bool {
+    matches!(d, Decision::Deny(x) | Decision::Audited(x) if x.code == "unknown_kid" || x.code == "keys_unavailable")
 }
 
 /// Counts a final decision (a `Wait` is counted where it is parked).
@@ -89,10 +89,10 @@ impl HttpContext for Http {
         let req = Request { method: &method, path: &path, headers: &headers };
         let mut cache = std::mem::take(&mut state.cache);
         let mut decision = decide(&config, &*state, &req, (now / 1000) as i64, true, &mut cache);
-        // This VM's copy of the keys may trail another worker's refetch by up
-        // to a tick: before refusing an unknown kid, look at shared data once
-        // (only a changed entry is parsed) and decide again.
-        if unknown_kid(&decision) {
+        // This VM's copy of the keys may trail another worker's fetch by up
+        // to a tick: before refusing for want of keys, look at shared data
+        // once (only a changed entry is parsed) and decide again.
+        if for_want_of_keys(&decision) {
             state.sync_all();
             decision = decide(&config, &*state, &req, (now / 1000) as i64, true, &mut cache);
         }

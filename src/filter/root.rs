@@ -9,7 +9,7 @@ use super::state::FeedKind;
 use super::state::{key_prefix, Parsed, VmState};
 use crate::cache::{self, Due, Entry};
 use crate::config::Config;
-use crate::engine::{decide, Decision, Request};
+use crate::engine::{decide, Decision, Request, Wait};
 use log::{error, info, warn};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -151,6 +151,11 @@ impl Root {
                 let req = Request { method: &w.method, path: &w.path, headers: &w.headers };
                 let may_wait = now < w.deadline_ms;
                 let d = decide(&config, &*s, &req, (now / 1000) as i64, may_wait, &mut cache);
+                if let Decision::Wait { provider, why: Wait::UnknownKid } = d {
+                    // Still unknown after the last fetch, and the cooldown
+                    // allows another: ask for it (a no-op if one is pending).
+                    s.request_forced(provider);
+                }
                 if !matches!(d, Decision::Wait { .. }) {
                     log_outcome(id, &w.method, &w.path, &d);
                     ready.push((id, d));
@@ -232,7 +237,7 @@ fn stored(s: &mut VmState, f: usize, now: u64, parsed: Parsed, body: Vec<u8>) {
         warn!("edge-jwt: could not store {} in shared data", feed.name());
     }
     let before = s.control(f);
-    s.update_control(f, |c| Some(cache::after_success(c)));
+    s.update_control(f, |c| Some(cache::after_success(c, now)));
     let first = feed.parsed.is_none();
     if first || before.failures > 0 {
         let what = match &parsed {
@@ -248,6 +253,10 @@ fn stored(s: &mut VmState, f: usize, now: u64, parsed: Parsed, body: Vec<u8>) {
         info!("edge-jwt: {} loaded{recovered}: {what}, ttl {}s", feed.name(), ttl / 1000);
     }
     s.sync(f);
+    // The tick recorded the gauges before this fetch; refresh them now so
+    // `stale` does not linger after a good refresh.
+    s.now_ms = now;
+    s.record_gauges();
 }
 
 fn count_fetch(s: &mut VmState, f: usize, ok: bool) {
