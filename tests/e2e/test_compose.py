@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.bootstrap_walk import walk
 from harness.envoy import REPO
 from harness.ports import LOOPBACK
 
@@ -134,18 +135,10 @@ def test_compose_refuses_mistakes(name, tmp_path):
 
 # -- 2. the wiring ---------------------------------------------------------------------------
 
-def _walk(node):
-    if isinstance(node, dict):
-        yield node
-        for v in node.values():
-            yield from _walk(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _walk(v)
 
 
 def _wasm_config(boot: dict) -> dict:
-    for d in _walk(boot):
+    for d in walk(boot):
         if d.get("@type") == WASM_TYPE:
             return d["config"]
     raise AssertionError("no wasm filter")

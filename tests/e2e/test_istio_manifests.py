@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.bootstrap_walk import walk
 from harness.envoy import REPO
 from harness.issuer import Issuer
 
@@ -92,20 +93,12 @@ def run_validator(*files: str | Path, timeout: float = 600) -> tuple[int, dict |
 def envoy_filter_json() -> dict:
     """The filter config of the standalone Envoy bootstrap (envoy/edge-jwt.yaml)."""
     boot = yaml.safe_load(ENVOY_CONFIG.read_text())
-    for d in _walk(boot):
+    for d in walk(boot):
         if d.get("@type", "").endswith("filters.http.wasm.v3.Wasm"):
             return json.loads(d["config"]["configuration"]["value"])
     raise AssertionError(f"no wasm filter in {ENVOY_CONFIG}")
 
 
-def _walk(node):
-    if isinstance(node, dict):
-        yield node
-        for v in node.values():
-            yield from _walk(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _walk(v)
 
 
 def without_http_uri(cfg: dict) -> dict:
@@ -155,7 +148,7 @@ def istio_shaped(envoy_factory, cfg_json: str, *, clusters: list[dict], start: b
 
     def hook(boot: dict) -> None:
         boot["static_resources"]["clusters"].extend(clusters)
-        for d in _walk(boot):
+        for d in walk(boot):
             vm = d.get("vm_config")
             if isinstance(vm, dict):
                 assert not vm.get("vm_id"), "Istio never sets vm_id"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.bootstrap_walk import walk
 from harness.envoy import REPO, Envoy
 from harness.issuer import Issuer
 from harness.ports import LOOPBACK
@@ -31,19 +32,11 @@ REALM = 'Bearer realm="edge-jwt"'
 STAT_PREFIX = "http.ingress_http."
 
 
-def _walk(node):
-    if isinstance(node, dict):
-        yield node
-        for v in node.values():
-            yield from _walk(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _walk(v)
 
 
 def _edge_jwt_config(boot: dict) -> dict:
     """The filter's JSON config inside a bootstrap (the first edge-jwt wasm filter)."""
-    for d in _walk(boot):
+    for d in walk(boot):
         if d.get("@type") == WASM_TYPE:
             return json.loads(d["config"]["configuration"]["value"])
     raise AssertionError("no envoy.filters.http.wasm filter in the bootstrap")
@@ -263,7 +256,7 @@ def test_rbac_policy_that_matched(module_envoy_factory, issuer, echo, wasm_path,
            "policy=%DYNAMIC_METADATA(envoy.filters.http.rbac:enforced_effective_policy_id)%\n")
 
     def instrument(boot: dict) -> None:
-        for d in _walk(boot):
+        for d in walk(boot):
             if d.get("name") == "envoy.access_loggers.stdout":
                 d["typed_config"]["log_format"] = {"text_format_source": {"inline_string": fmt}}
                 return
