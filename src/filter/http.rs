@@ -54,11 +54,11 @@ pub fn count(m: &mut Metrics, decision: &Decision, cache_on: bool) {
         Decision::Session => m.inc("allowed_session"),
         Decision::Audited(d) => {
             m.inc("audit_would_deny");
-            m.inc(&format!("audit_would_deny.{}", d.code));
+            m.inc_by("audit_would_deny", d.code);
         }
         Decision::Deny(d) => {
             m.inc("denied");
-            m.inc(&format!("denied.{}", d.code));
+            m.inc_by("denied", d.code);
         }
         Decision::Wait { .. } => {}
     }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 pub struct Metrics {
     prefix: String,
-    ids: BTreeMap<(u32, String), u32>,
+    // Names are static, so lookups on the request path allocate nothing.
+    ids: BTreeMap<(u32, &'static str, &'static str), u32>,
 }
 
 impl Metrics {
@@ -17,30 +18,41 @@ impl Metrics {
         Metrics { prefix: format!("edge_jwt.{name}."), ids: BTreeMap::new() }
     }
 
-    fn id(&mut self, kind: MetricType, name: &str) -> Option<u32> {
-        let key = (kind as u32, name.to_string());
+    /// The metric `<name>` or `<name>.<detail>`, defined on first use.
+    fn id(&mut self, kind: MetricType, name: &'static str, detail: &'static str) -> Option<u32> {
+        let key = (kind as u32, name, detail);
         if let Some(id) = self.ids.get(&key) {
             return Some(*id);
         }
-        let id = hostcalls::define_metric(kind, &format!("{}{name}", self.prefix)).ok()?;
+        let full = if detail.is_empty() {
+            format!("{}{name}", self.prefix)
+        } else {
+            format!("{}{name}.{detail}", self.prefix)
+        };
+        let id = hostcalls::define_metric(kind, &full).ok()?;
         self.ids.insert(key, id);
         Some(id)
     }
 
-    pub fn inc(&mut self, name: &str) {
-        if let Some(id) = self.id(MetricType::Counter, name) {
+    pub fn inc(&mut self, name: &'static str) {
+        self.inc_by(name, "");
+    }
+
+    /// Counts `<name>.<detail>`, e.g. `denied.expired`.
+    pub fn inc_by(&mut self, name: &'static str, detail: &'static str) {
+        if let Some(id) = self.id(MetricType::Counter, name, detail) {
             let _ = hostcalls::increment_metric(id, 1);
         }
     }
 
-    pub fn gauge(&mut self, name: &str, value: u64) {
-        if let Some(id) = self.id(MetricType::Gauge, name) {
+    pub fn gauge(&mut self, name: &'static str, value: u64) {
+        if let Some(id) = self.id(MetricType::Gauge, name, "") {
             let _ = hostcalls::record_metric(id, value);
         }
     }
 
-    pub fn histogram(&mut self, name: &str, value: u64) {
-        if let Some(id) = self.id(MetricType::Histogram, name) {
+    pub fn histogram(&mut self, name: &'static str, value: u64) {
+        if let Some(id) = self.id(MetricType::Histogram, name, "") {
             let _ = hostcalls::record_metric(id, value);
         }
     }
