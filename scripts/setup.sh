@@ -63,7 +63,7 @@ apt_install() {
 pkgs_missing() {  # prints the packages of "$@" that are not installed
     local p
     for p in "$@"; do
-        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || printf '%s ' "$p"
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep '^install ok installed$' >/dev/null || printf '%s ' "$p"
     done
 }
 
@@ -75,7 +75,7 @@ native_cargo() {
 
 rustup_has_target() {
     command -v rustup >/dev/null 2>&1 || return 1
-    rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET"
+    rustup target list --installed 2>/dev/null | grep -x "$WASM_TARGET" >/dev/null
 }
 
 debian_wasm_present() {
@@ -182,7 +182,12 @@ step_toolchain() {
 
 # ---------------------------------------------------------------- envoy
 envoy_ok() {
-    [ -x "$TOOLS/bin/envoy" ] && "$TOOLS/bin/envoy" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"
+    # Capture first: `envoy --version | grep -q` under pipefail fails at random
+    # when grep exits before envoy has written everything (SIGPIPE).
+    local v
+    [ -x "$TOOLS/bin/envoy" ] || return 1
+    v="$("$TOOLS/bin/envoy" --version 2>/dev/null)" || return 1
+    [[ "$v" == *"/$ENVOY_VERSION/"* ]]
 }
 
 step_envoy() {
@@ -206,7 +211,7 @@ EOF
     rm -rf "$dl"
     chmod +x "$TOOLS/bin/envoy.tmp"
     mv -f "$TOOLS/bin/envoy.tmp" "$TOOLS/bin/envoy"
-    envoy_ok || die "envoy --version did not report $ENVOY_VERSION: $("$TOOLS/bin/envoy" --version 2>&1 | tail -1)"
+    envoy_ok || die "envoy --version did not report $ENVOY_VERSION: $("$TOOLS/bin/envoy" --version 2>&1 | grep -v '^$' | tail -1)"
     say "envoy: installed $ENVOY_VERSION into .tools/bin/envoy ($("$TOOLS/bin/envoy" --version | grep -o 'version: [^ ]*'))"
 }
 
