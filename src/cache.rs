@@ -58,7 +58,7 @@ pub fn backoff_ms(remote: &Remote, failures: u32, rand: u64) -> u64 {
     let exp = failures.saturating_sub(1).min(30);
     let full = remote.backoff_base_ms.saturating_mul(1u64 << exp).min(remote.backoff_max_ms);
     let half = full / 2;
-    half + if half == 0 { 0 } else { rand % (half + 1) }
+    half.saturating_add(if half == 0 { 0 } else { rand % half.saturating_add(1) })
 }
 
 /// The cached set in shared data: raw JWKS body plus when and where.
@@ -184,7 +184,7 @@ pub fn due(entry_expires_at: Option<u64>, control: &Control, now: u64) -> Option
 pub fn take_lease(control: &Control, holder: u64, now: u64, timeout_ms: u64, due: Due) -> Control {
     let mut c = control.clone();
     // The lease outlives the callout timeout, so a dead holder frees it.
-    c.lease_until_ms = now + timeout_ms + 1_000;
+    c.lease_until_ms = now.saturating_add(timeout_ms).saturating_add(1_000);
     c.lease_holder = holder;
     if due == Due::Forced {
         c.forced_wanted = false;
@@ -212,7 +212,7 @@ pub fn after_success(control: &Control, now: u64) -> Control {
 
 pub fn after_failure(control: &Control, remote: &Remote, now: u64, rand: u64) -> Control {
     let failures = control.failures.saturating_add(1);
-    Control { failures, next_attempt_ms: now + backoff_ms(remote, failures, rand), ..end_lease(control, now) }
+    Control { failures, next_attempt_ms: now.saturating_add(backoff_ms(remote, failures, rand)), ..end_lease(control, now) }
 }
 
 /// A request for a forced refetch (unknown `kid`), if none is asked for or

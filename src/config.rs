@@ -307,6 +307,7 @@ pub struct Requirement {
 }
 
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+const MAX_DURATION_SECS: u64 = 315_576_000_000;
 
 /// Parses "5s", "1.5s", "300s" (protobuf JSON Duration) into milliseconds.
 pub fn parse_duration_ms(s: &str) -> Option<u64> {
@@ -322,6 +323,11 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
         return None;
     }
     let secs: u64 = whole.parse().ok()?;
+    // protobuf's Duration maximum (10,000 years): keeps every `now + d` far
+    // from overflow.
+    if secs > MAX_DURATION_SECS {
+        return None;
+    }
     let mut ms = secs.checked_mul(1000)?;
     let mut scale = 100;
     for d in frac.bytes().take(3) {
@@ -626,11 +632,14 @@ fn rule(i: usize, raw: &RawRule, names: &BTreeMap<&str, usize>) -> Result<Rule, 
 impl Config {
     /// Parses and compiles. The error names the JSON path and the problem.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             err(path, e.into_inner().to_string())
         })?;
+        // Nothing may follow the document: a stray "}" before "rules" must not
+        // silently leave a config with no rules.
+        de.end().map_err(|e| err("", format!("trailing characters after the JSON document: {e}")))?;
         Self::compile(&raw)
     }
 
@@ -789,6 +798,8 @@ mod tests {
             (format!(r#"{{"providers":{{{}}},"rules":[{{"match":{{"prefix":"/"}},"requires":{{"allow_missing":{{}}}}}}]}}"#, remote_provider("")), "names no provider"),
             (format!(r#"{{"providers":{{{}}}}}"#, remote_provider(r#","keys_unavailable_status":500"#)), "401 or 503"),
             (format!(r#"{{"providers":{{{}}},"max_token_bytes":10}}"#, remote_provider("")), "max_token_bytes"),
+            (format!(r#"{{"providers":{{{}}}}} trailing garbage"#, remote_provider("")), "trailing characters"),
+            (format!(r#"{{"providers":{{{}}}}},"rules":[]}}"#, remote_provider("")), "trailing characters"),
         ];
         for (doc, want) in cases {
             let e = Config::from_json(doc.as_bytes()).expect_err(&doc).to_string();
@@ -802,7 +813,8 @@ mod tests {
         assert_eq!(parse_duration_ms("1.5s"), Some(1500));
         assert_eq!(parse_duration_ms("0.001s"), Some(1));
         assert_eq!(parse_duration_ms("300s"), Some(300_000));
-        for bad in ["", "s", "5", "5m", "-1s", "1.s5", " 5s", "1e3s", "99999999999999999999s"] {
+        assert_eq!(parse_duration_ms("315576000000s"), Some(315_576_000_000_000));
+        for bad in ["", "s", "5", "5m", "-1s", "1.s5", " 5s", "1e3s", "99999999999999999999s", "315576000001s", "18446744073709551s"] {
             assert_eq!(parse_duration_ms(bad), None, "{bad}");
         }
     }

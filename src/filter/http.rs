@@ -108,7 +108,7 @@ impl HttpContext for Http {
                 state.metrics.inc("unknown_kid_refetch");
                 state.request_forced(provider);
             }
-            let deadline_ms = now + state.wait_ms(provider);
+            let deadline_ms = now.saturating_add(state.wait_ms(provider));
             debug!("edge-jwt: request {} waits for keys ({why:?})", self.id);
             state.waiters.insert(self.id, Waiter { deadline_ms, method, path, headers });
             drop(state);

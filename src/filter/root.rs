@@ -231,7 +231,7 @@ fn stored(s: &mut VmState, f: usize, now: u64, parsed: Parsed, body: Vec<u8>) {
         super::state::FeedKind::Jwks { source, .. } => source as u32,
         super::state::FeedKind::Revocation => 0,
     };
-    let entry = Entry { fetched_at_ms: now, expires_at_ms: now + ttl, source, body };
+    let entry = Entry { fetched_at_ms: now, expires_at_ms: now.saturating_add(ttl), source, body };
     // The lease makes this VM the only writer in this window.
     if !host::shared_set(&feed.entry_key, &entry.encode(), None) {
         warn!("edge-jwt: could not store {} in shared data", feed.name());
