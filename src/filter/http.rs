@@ -17,7 +17,9 @@ pub const WAIT_TICK_MS: u64 = 20;
 
 pub struct Http {
     pub id: u32,
-    pub state: Rc<RefCell<VmState>>,
+    /// `None` only if the root was never configured; such requests are
+    /// refused, never waved through.
+    pub state: Option<Rc<RefCell<VmState>>>,
 }
 
 impl Context for Http {}
@@ -25,7 +27,7 @@ impl Context for Http {}
 impl Drop for Http {
     fn drop(&mut self) {
         // A client that goes away while paused must not leave a waiter.
-        if let Ok(mut s) = self.state.try_borrow_mut() {
+        if let Some(Ok(mut s)) = self.state.as_ref().map(|s| s.try_borrow_mut()) {
             s.waiters.remove(&self.id);
         }
     }
@@ -77,7 +79,11 @@ pub fn log_outcome(id: u32, method: &str, path: &[u8], decision: &Decision) {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let Ok(mut state) = self.state.try_borrow_mut() else { return Action::Continue };
+        // Fail closed: without its state the filter cannot decide.
+        let Some(Ok(mut state)) = self.state.as_ref().map(|s| s.try_borrow_mut()) else {
+            host::send_response(503, &[("content-type", "text/plain")], b"edge-jwt is not ready");
+            return Action::Pause;
+        };
         let config = state.config.clone();
         strip_owned(&config);
         let headers = host::request_headers();

@@ -69,8 +69,8 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let state = self.state.clone()?;
-        Some(Box::new(Http { id: context_id, state }))
+        // Never `None`: the SDK panics on it, which would kill the VM.
+        Some(Box::new(Http { id: context_id, state: self.state.clone() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
