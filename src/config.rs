@@ -175,6 +175,7 @@ struct RawRule {
 struct RawMatch {
     prefix: Option<String>,
     path: Option<String>,
+    path_separated_prefix: Option<String>,
     #[serde(default)]
     methods: Vec<String>,
 }
@@ -294,6 +295,9 @@ pub struct Rule {
 pub enum PathMatch {
     Prefix(String),
     Exact(String),
+    /// Envoy's `path_separated_prefix`: the path itself or anything under
+    /// it, so `/public` does not also cover `/publicity`.
+    Segment(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -602,10 +606,20 @@ fn requirement(
 
 fn rule(i: usize, raw: &RawRule, names: &BTreeMap<&str, usize>) -> Result<Rule, ConfigError> {
     let at = format!("rules[{i}]");
-    let matcher = match (&raw.matcher.prefix, &raw.matcher.path) {
-        (Some(p), None) => PathMatch::Prefix(p.clone()),
-        (None, Some(p)) => PathMatch::Exact(p.clone()),
-        _ => return Err(err(format!("{at}.match"), "needs exactly one of prefix, path")),
+    let m = &raw.matcher;
+    let matcher = match (&m.prefix, &m.path, &m.path_separated_prefix) {
+        (Some(p), None, None) => PathMatch::Prefix(p.clone()),
+        (None, Some(p), None) => PathMatch::Exact(p.clone()),
+        (None, None, Some(p)) => {
+            if !p.starts_with('/') || p.ends_with('/') || p.contains(['?', '#']) {
+                return Err(err(
+                    format!("{at}.match.path_separated_prefix"),
+                    "must start with '/', not end with '/', and hold no '?' or '#'",
+                ));
+            }
+            PathMatch::Segment(p.clone())
+        }
+        _ => return Err(err(format!("{at}.match"), "needs exactly one of prefix, path, path_separated_prefix")),
     };
     let requires = match &raw.requires {
         None => None,
@@ -721,6 +735,9 @@ impl Rule {
         let path_ok = match &self.matcher {
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),
             PathMatch::Exact(p) => path == p,
+            PathMatch::Segment(p) => path
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
         };
         path_ok && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
     }
@@ -804,6 +821,22 @@ mod tests {
         for (doc, want) in cases {
             let e = Config::from_json(doc.as_bytes()).expect_err(&doc).to_string();
             assert!(e.contains(want), "{doc}\n  gave: {e}\n  want: {want}");
+        }
+    }
+
+    #[test]
+    fn path_separated_prefix() {
+        let c = cfg(&remote_provider(""), r#"{"match":{"path_separated_prefix":"/public"}}"#).expect("config");
+        let r = &c.rules[0];
+        for ok in ["/public", "/public/", "/public/x", "/public?x=1"] {
+            assert!(r.matches("GET", ok), "{ok}");
+        }
+        for no in ["/publicity", "/public-internal", "/Public", "/", "/x/public"] {
+            assert!(!r.matches("GET", no), "{no}");
+        }
+        for bad in ["public", "/public/", "/p?x"] {
+            let doc = format!(r#"{{"match":{{"path_separated_prefix":"{bad}"}}}}"#);
+            assert!(cfg(&remote_provider(""), &doc).is_err(), "{bad}");
         }
     }
 

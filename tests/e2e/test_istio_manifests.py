@@ -256,7 +256,13 @@ def test_authorizationpolicy_requires_the_verdict_header():
     assert len(guarded) == 1 and guarded[0]["when"] == [
         {"key": f"request.headers[{VERDICT_HEADER}]", "values": ["true"]}]
     # The public paths of the policy are exactly the plugin's bypass rules (no `requires`).
-    bypass = sorted(r["match"]["prefix"] + "*" for r in plugin_config()["rules"] if "requires" not in r)
+    def istio_paths(match: dict) -> list[str]:
+        if "path_separated_prefix" in match:
+            p = match["path_separated_prefix"]
+            return [p, p + "/*"]
+        return [match["prefix"] + "*"]
+
+    bypass = sorted(p for r in plugin_config()["rules"] if "requires" not in r for p in istio_paths(r["match"]))
     allowed = sorted(p for r in public_rules for t in r["to"] for p in t["operation"]["paths"])
     guarded_not = sorted(p for t in guarded[0]["to"] for p in t["operation"]["notPaths"])
     assert allowed == bypass == guarded_not, (allowed, bypass, guarded_not)

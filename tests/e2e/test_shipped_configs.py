@@ -220,6 +220,24 @@ def test_admin_needs_admin_scope(shipped, issuer, echo):
     assert len(echo.find(path)) == 1
 
 
+@pytest.mark.parametrize("prefix", ["/publicity", "/public-internal", "/publicfoo"])
+def test_public_bypass_is_a_path_segment_not_a_string_prefix(shipped, echo, prefix):
+    """path_separated_prefix: /public and below bypass; /publicity does not."""
+    marker = uuid.uuid4().hex
+    r = shipped.request("GET", f"{prefix}/{marker}")
+    assert r.status == 401, r
+    assert echo.find(marker) == []
+
+
+@pytest.mark.parametrize("prefix", ["/adminx", "/administrator"])
+def test_admin_scope_rule_is_a_path_segment(shipped, issuer, echo, prefix):
+    """A read-only token is not held to the admin scope outside /admin, and /admin itself is."""
+    r = shipped.get(f"{prefix}/{uuid.uuid4().hex}", _valid(issuer))
+    assert r.status == 200, r
+    r = shipped.get("/admin", _valid(issuer))
+    assert r.status == 403, r
+
+
 def test_dot_segments_cannot_reach_protected_path_via_public(shipped, echo):
     """normalize_path: /public/../api/x is /api/x for edge-jwt and RBAC alike."""
     marker = uuid.uuid4().hex
