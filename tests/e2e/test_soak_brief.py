@@ -17,23 +17,11 @@ import sys
 
 import pytest
 
+from harness.mdtable import table
 from harness.envoy import REPO
 
 
-def _table(md: str, first_header: str) -> list[dict[str, str]]:
-    """Rows of the first Markdown table whose header row starts with `| first_header |`."""
-    lines = md.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(f"| {first_header} |"):
-            header = [c.strip() for c in line.strip().strip("|").split("|")]
-            rows = []
-            for row in lines[i + 2:]:
-                if not row.startswith("|"):
-                    break
-                cells = [c.strip().replace("**", "") for c in row.strip().strip("|").split("|")]
-                rows.append(dict(zip(header, cells)))
-            return rows
-    return []
+_table = table
 
 
 def _num(cell: str) -> float:
