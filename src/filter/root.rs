@@ -48,6 +48,15 @@ impl RootContext for Root {
         };
         let seed = host::now_nanos() ^ u64::from(self.id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let state = VmState::new(config, &plugin_name, seed);
+        // Envoy's shared data has no atomic create (a CAS on a missing key
+        // always succeeds), so the control records are made here, on the
+        // main thread's configure before any worker ticks; every lease is
+        // then taken by a real compare-and-swap.
+        for feed in &state.feeds {
+            if host::shared_get(&feed.control_key).0.is_none() {
+                host::shared_set(&feed.control_key, &crate::cache::Control::default().encode(), None);
+            }
+        }
         info!(
             "edge-jwt: plugin {plugin_name:?} configured: {} provider(s), {} rule(s), {} feed(s), shared-data prefix {:?}",
             state.config.providers.len(),

@@ -182,7 +182,7 @@ impl VmState {
             let (raw, cas) = host::shared_get(key);
             let current = raw.as_deref().and_then(Control::decode).unwrap_or_default();
             let next = change(&current)?;
-            // CAS 0 creates a missing record only if it is still missing.
+            // Records exist from configure time, so `cas` is a real version.
             if host::shared_set(key, &next.encode(), cas.or(Some(0))) {
                 return Some(next);
             }
